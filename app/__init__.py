@@ -1,0 +1,1 @@
+"""SDPose Studio's Gradio front end. Callbacks stay thin: the logic lives in `sdpose_core`."""

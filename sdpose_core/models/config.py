@@ -1,0 +1,54 @@
+"""Model configuration and the per-cycle output type."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
+
+import torch
+
+
+@dataclass
+class ModelConfig:
+    """One SDPose variant. Sizes are (height, width); the official configs use the same order
+    for `patch_size` and `heatmap_size` in `tokenpose_cfg`."""
+
+    name: str = "sdpose-t"
+    stem: str = "stemnet"  # "stemnet" (SDPose-T/S) or "hrnet_w32" (SDPose-B)
+    image_size: tuple[int, int] = (256, 192)
+    heatmap_size: tuple[int, int] = (64, 48)
+    patch_size: tuple[int, int] = (4, 3)
+    dim: int = 192
+    depth: int = 6
+    heads: int = 8
+    mlp_ratio: int = 3
+    cycles: int = 3  # cycles used in training (the Multi-Cycled Transformer)
+    num_keypoints: int = 17
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        for key in ("image_size", "heatmap_size", "patch_size"):
+            d[key] = list(d[key])
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> ModelConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ValueError(f"unknown model config fields {unknown}; known: {sorted(known)}")
+        d = dict(d)
+        for key in ("image_size", "heatmap_size", "patch_size"):
+            if key in d:
+                d[key] = tuple(int(v) for v in d[key])
+        return cls(**d)
+
+
+@dataclass
+class CycleOutput:
+    """What one pass through the shared transformer layers yields."""
+
+    heatmaps: torch.Tensor  # (B, K, Hh, Wh)
+    keypoint_tokens: torch.Tensor  # (B, K, dim)
+    visual_tokens: torch.Tensor  # (B, num_patches, dim)
