@@ -1,0 +1,46 @@
+"""Top-down data pipeline: COCO / CrowdPose person crops, augmentation, Gaussian targets."""
+
+from sdpose_core.data.augment import AugmentConfig, CropParams, sample_augmentation, sample_rng
+from sdpose_core.data.dataset import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    TopDownDataset,
+    collate_topdown,
+    normalize_crop,
+    read_image_bgr,
+)
+from sdpose_core.data.targets import gaussian_targets
+from sdpose_core.data.transforms import (
+    affine_points,
+    aspect_ratio_of,
+    box_to_center_scale,
+    center_scale_to_box,
+    clip_box_xywh,
+    get_affine_matrix,
+    heatmap_to_image_coords,
+    invert_affine,
+    warp_crop,
+)
+
+__all__ = [
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
+    "AugmentConfig",
+    "CropParams",
+    "TopDownDataset",
+    "affine_points",
+    "aspect_ratio_of",
+    "box_to_center_scale",
+    "center_scale_to_box",
+    "clip_box_xywh",
+    "collate_topdown",
+    "gaussian_targets",
+    "get_affine_matrix",
+    "heatmap_to_image_coords",
+    "invert_affine",
+    "normalize_crop",
+    "read_image_bgr",
+    "sample_augmentation",
+    "sample_rng",
+    "warp_crop",
+]
