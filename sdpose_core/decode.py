@@ -91,7 +91,11 @@ def gaussian_blur_heatmaps(heatmaps: np.ndarray, kernel: int = 11) -> np.ndarray
 def refine_dark(heatmaps: np.ndarray, coords: np.ndarray, kernel: int = 11) -> np.ndarray:
     """DARK: one Newton step on the log of the blurred map at the integer maximum.
 
-    Applied where 1 < x < W - 2 and 1 < y < H - 2 (mmpose `_taylor`) and the Hessian is invertible.
+    Applied where 1 < x < W - 2 and 1 < y < H - 2 (mmpose `_taylor`). Unlike mmpose, the step is taken
+    only where the log-map is locally concave (Hessian negative definite: the integer maximum really is a
+    peak) and it is clipped to one heatmap pixel, the most the integer maximum can be off by. On trained,
+    peaked maps this changes nothing; on flat maps (untrained or occluded joints) mmpose's unguarded step
+    can throw a keypoint hundreds of pixels away.
     """
     _, _, h, w = heatmaps.shape
     if w < 5 or h < 5:  # too small for the 5-point stencil: nothing can be refined
@@ -112,12 +116,12 @@ def refine_dark(heatmaps: np.ndarray, coords: np.ndarray, kernel: int = 11) -> n
     dyy = 0.25 * (at(0, 2) - 2 * centre + at(0, -2))
     dxy = 0.25 * (at(1, 1) - at(1, -1) - at(-1, 1) + at(-1, -1))
     det = dxx * dyy - dxy**2
-    ok &= det != 0
+    ok &= (det > 0) & (dxx < 0)
     safe_det = np.where(ok, det, 1.0)
     # offset = -H^-1 g with H^-1 = [[dyy, -dxy], [-dxy, dxx]] / det
     offset_x = -(dyy * dx - dxy * dy) / safe_det
     offset_y = -(dxx * dy - dxy * dx) / safe_det
-    offset = np.stack([offset_x, offset_y], axis=-1)
+    offset = np.clip(np.stack([offset_x, offset_y], axis=-1), -1.0, 1.0)
     return coords + np.where(ok[..., None], offset, 0.0)
 
 

@@ -182,3 +182,15 @@ def test_max_locations_marks_non_positive_maps():
     coords, scores = max_locations(maps)
     np.testing.assert_array_equal(coords[0], [[-1, -1], [5, 3]])
     np.testing.assert_array_equal(scores[0], [-1.0, 2.0])
+
+
+def test_dark_never_moves_a_keypoint_more_than_one_pixel_from_the_maximum() -> None:
+    # nearly flat, noisy maps (what an untrained model or an occluded joint gives): the Newton step
+    # must not fly off; it stays within one heatmap pixel of the integer maximum
+    rng = np.random.default_rng(0)
+    maps = 1e-3 + 1e-7 * rng.standard_normal((4, 17, 64, 48))
+    coarse, _ = heatmap_peaks(maps, method="argmax")
+    fine, _ = heatmap_peaks(maps, method="dark")
+    integer = max_locations(maps)[0]
+    assert np.abs(fine - integer).max() <= 1.0 + 1e-9
+    assert np.abs(coarse - integer).max() <= 0.25 + 1e-9
