@@ -51,7 +51,8 @@ class SDPoseLoss(nn.Module):
     """Self-distillation loss over a list of CycleOutput (cycle 1 first).
 
     Returns a dict: "loss" (total), "heatmap_loss", "keypoint_token_loss", "visual_token_loss",
-    "heatmap_cycle{c}" (c from 0), "keypoint_token_pair{c}_{c+1}" / "visual_token_pair{c}_{c+1}"
+    "heatmap_cycle{c}" (c from 1, like every cycle number in this project: cycle 1 is the deployed pass),
+    "keypoint_token_pair{c}_{c+1}" / "visual_token_pair{c}_{c+1}" (cycle c+1 teaches cycle c)
     (weighted), and with heatmap distillation on also "heatmap_distill_loss" and
     "heatmap_distill_pair{c}_{c+1}". With a single cycle the token terms are 0.
     """
@@ -82,10 +83,10 @@ class SDPoseLoss(nn.Module):
         terms: dict[str, torch.Tensor] = {}
         zero = outputs[0].heatmaps.new_zeros(())
         heatmap_loss = keypoint_loss = visual_loss = distill_loss = zero
-        for c, out in enumerate(outputs):
+        for c, out in enumerate(outputs, start=1):
             terms[f"heatmap_cycle{c}"] = self.heatmap_mse(out.heatmaps, target, target_weight)
             heatmap_loss = heatmap_loss + terms[f"heatmap_cycle{c}"]
-        for c, (student, teacher) in enumerate(zip(outputs[:-1], outputs[1:], strict=True)):
+        for c, (student, teacher) in enumerate(zip(outputs[:-1], outputs[1:], strict=True), start=1):
             pair = f"pair{c}_{c + 1}"
             kpt = self.keypoint_token_weight * F.mse_loss(
                 student.keypoint_tokens, self._teacher(teacher.keypoint_tokens)

@@ -1,0 +1,121 @@
+"""Training configuration: one flat dataclass that the CLI fills and `last.pt` stores.
+
+Defaults follow the official SDPose configs (mmpose 0.x): Adam lr 1e-3 without weight decay, linear
+warm-up over 500 iterations starting at 0.001 x lr, step decay x0.1 at epochs 200 and 260 of 300 (here
+expressed as fractions of the run's epochs so short runs keep the same shape), batch 64 per device.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from sdpose_core.errors import ConfigError
+
+
+@dataclass
+class TrainConfig:
+    """Everything a training run needs; stored in `last.pt` so a resumed run sees the same settings."""
+
+    out: str
+    train_ann: str
+    train_images: str
+    model: str = "sdpose-t"
+    val_ann: str | None = None
+    val_images: str | None = None
+    epochs: int = 300
+    batch_size: int = 64  # per process (per GPU under torchrun), as mmpose's samples_per_gpu
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    warmup_iters: int = 500
+    warmup_ratio: float = 0.001
+    lr_step_fractions: tuple[float, ...] = (200 / 300, 260 / 300)
+    lr_gamma: float = 0.1
+    workers: int = 2
+    seed: int = 0
+    resume: str | None = None
+    cycles: int | None = None  # None: the variant's default number of cycles
+    image_size: tuple[int, int] | None = None  # (H, W); None: the variant's default; heatmaps are 1/4
+    model_overrides: dict[str, Any] = field(default_factory=dict)  # extra ModelConfig fields
+    amp: bool | None = None  # None: on for CUDA (fp16 + GradScaler), off on CPU (see the README numbers)
+    device: str = "auto"
+    max_steps: int | None = None  # stop after this many optimisation steps in total (tests, smoke runs)
+    detach_teacher: bool = False
+    heatmap_distill_weight: float = 0.0
+    keypoint_token_weight: float = 5e-6
+    visual_token_weight: float = 5e-6
+    init_weights: str | None = None
+    augment: bool = True
+    freeze_bn: bool = False  # BN in eval mode (running statistics, no updates): small batches / DDP tests
+    sync_bn: bool = False  # SyncBatchNorm under DDP on CUDA
+    sigma: float = 2.0
+    val_flip: bool = False
+    val_batch_size: int = 32
+    val_every: int = 1
+    save_every: int = 1  # write last.pt every N epochs (and always at the end / when max_steps stops)
+    log_every: int = 10
+    progress: bool = True
+    drop_last: bool = False
+
+    def __post_init__(self) -> None:
+        if self.image_size is not None:
+            self.image_size = tuple(int(v) for v in self.image_size)  # type: ignore[assignment]
+        self.lr_step_fractions = tuple(float(v) for v in self.lr_step_fractions)
+        self.validate()
+
+    def validate(self) -> None:
+        """Reject settings that cannot work, naming the field."""
+        if self.epochs < 1:
+            raise ConfigError(f"epochs must be >= 1, got {self.epochs}")
+        if self.batch_size < 1:
+            raise ConfigError(f"batch_size must be >= 1, got {self.batch_size}")
+        if self.lr <= 0:
+            raise ConfigError(f"lr must be > 0, got {self.lr}")
+        if self.cycles is not None and self.cycles < 1:
+            raise ConfigError(f"cycles must be >= 1, got {self.cycles}")
+        if self.max_steps is not None and self.max_steps < 1:
+            raise ConfigError(f"max_steps must be >= 1, got {self.max_steps}")
+        for name in ("val_every", "save_every", "log_every"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.workers < 0:
+            raise ConfigError(f"workers must be >= 0, got {self.workers}")
+        if self.image_size is not None and (
+            len(self.image_size) != 2 or any(v < 16 or v % 4 for v in self.image_size)
+        ):
+            raise ConfigError(
+                f"image_size must be two numbers H W, each >= 16 and divisible by 4 "
+                f"(heatmaps are 1/4 of it); got {self.image_size}"
+            )
+        if (self.val_ann is None) != (self.val_images is None):
+            raise ConfigError("give both --val-ann and --val-images, or neither")
+        if any(not 0 < f <= 1 for f in self.lr_step_fractions):
+            raise ConfigError(f"lr_step_fractions must lie in (0, 1], got {self.lr_step_fractions}")
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.out)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["lr_step_fractions"] = list(self.lr_step_fractions)
+        if self.image_size is not None:
+            d["image_size"] = list(self.image_size)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ConfigError(f"unknown training config fields {unknown}; known: {sorted(known)}")
+        return cls(**d)
+
+    def lr_step_epochs(self) -> list[int]:
+        """Epoch indices (0-based) from which the next decay applies, scaled to this run's length.
+
+        mmcv's step policy multiplies by gamma once for every milestone <= the current epoch; with
+        300 epochs this gives the official milestones 200 and 260.
+        """
+        return [max(1, round(f * self.epochs)) for f in self.lr_step_fractions]

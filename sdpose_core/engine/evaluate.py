@@ -1,0 +1,182 @@
+"""`sdpose evaluate`: load weights, predict every person box, score every cycle (COCO or CrowdPose)."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from sdpose_core.engine.distributed import resolve_device
+from sdpose_core.engine.inference import collect_predictions, predictions_to_results, uses_detected_boxes
+from sdpose_core.engine.state import STATE_FORMAT
+from sdpose_core.errors import ConfigError
+from sdpose_core.keypoints import get_layout
+
+
+def _training_state(path: Path) -> dict[str, Any] | None:
+    """The contents of a run's last.pt, or None when `path` is something else."""
+    if not (path.is_file() and path.suffix == ".pt"):
+        return None
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception:  # noqa: BLE001 - not ours: let load_checkpoint report on it
+        return None
+    return state if isinstance(state, dict) and state.get("format") == STATE_FORMAT else None
+
+
+def load_model_for_eval(
+    weights: str, model_name: str | None = None, model_overrides: dict[str, Any] | None = None,
+    default_num_keypoints: int | None = None,
+) -> nn.Module:
+    """A model with `weights` loaded (strictly).
+
+    weights: our folder (config.json + model.safetensors) or hf://org/repo[/subdir] -> built from its
+    config; a training run's last.pt -> built from the config stored in it; an official .pth (or any
+    state dict) -> built as `model_name` (+ overrides; the keypoint count defaults to the dataset's), or,
+    without `model_name`, as the variant inferred from the weights.
+    """
+    from sdpose_core.checkpoint import load_checkpoint, load_pretrained
+    from sdpose_core.models import build_model
+    from sdpose_core.models.config import ModelConfig
+    from sdpose_core.models.registry import model_from_config
+
+    overrides = dict(model_overrides or {})
+    path = Path(weights)
+    state = _training_state(path)
+    if state is not None:
+        model = model_from_config(ModelConfig.from_dict(state["model_config"]))
+        model.load_state_dict(state["model"], strict=True)
+        return model
+    if weights.startswith("hf://") or (path.is_dir() and (path / "config.json").is_file()):
+        model = load_pretrained(weights)
+        if model_name and model_name.lower().replace("_", "-") != model.config.name:
+            raise ConfigError(
+                f"--model {model_name} does not match the weights in {weights}, which are {model.config.name}; "
+                "drop --model (the folder's config.json says what to build)"
+            )
+        return model
+    if path.is_dir() and (path / "last.pt").is_file():
+        raise ConfigError(
+            f"{weights} is a training run directory; pass {path / 'final'} or {path / 'best'} (weights) "
+            f"or {path / 'last.pt'} (training state)"
+        )
+    if not path.exists():
+        raise ConfigError(f"weights not found: {weights} (a weights folder, a .pth/.pt file or hf://org/repo)")
+    if not model_name:
+        # an official checkpoint: the variant and keypoint count are inferred from its weights
+        return load_pretrained(weights)
+    if default_num_keypoints is not None:
+        overrides.setdefault("num_keypoints", default_num_keypoints)
+    model = build_model(model_name, **overrides)
+    return load_checkpoint(model, weights)
+
+
+def _annotation_layout(ann: str, dataset: str | None) -> int | None:
+    """Keypoint count of the annotation file (for building an official model); None if unreadable."""
+    if dataset:
+        return get_layout(dataset).num_keypoints
+    try:
+        data = json.loads(Path(ann).read_text())
+        names = next((c.get("keypoints") for c in data.get("categories", []) if c.get("keypoints")), None)
+        return len(names) if names else None
+    except (OSError, ValueError, AttributeError):
+        return None  # the dataset constructor reports on the file properly
+
+
+def run_evaluation(
+    weights: str,
+    ann: str,
+    images: str,
+    model_name: str | None = None,
+    boxes: str = "gt",
+    det_score_threshold: float = 0.0,
+    cycles: int | None = None,
+    flip: bool = False,
+    decode: str = "dark",
+    dataset: str | None = None,
+    batch_size: int = 32,
+    workers: int = 0,
+    device: str = "auto",
+    model_overrides: dict[str, Any] | None = None,
+    save_preds: str | None = None,
+) -> dict[str, Any]:
+    """Metrics of every cycle 1..cycles plus what was run and how long it took (a JSON-able dict)."""
+    from sdpose_core.data import TopDownDataset
+    from sdpose_core.evaluation import evaluate_coco_on_crowdpose, evaluate_predictions
+
+    start = time.perf_counter()
+    torch_device = resolve_device(device)
+    model = load_model_for_eval(weights, model_name, model_overrides, _annotation_layout(ann, dataset))
+    model.to(torch_device).eval()
+    config = model.config
+    cycles = int(cycles or config.cycles)
+    if cycles < 1:
+        raise ConfigError(f"--cycles must be >= 1, got {cycles}")
+    data = TopDownDataset(
+        ann, images, train=False, image_size=tuple(config.image_size), heatmap_size=tuple(config.heatmap_size),
+        boxes=boxes, det_score_threshold=det_score_threshold, layout=dataset,
+    )
+    kind = data.layout.name
+    scoring = "all joints"
+    if int(config.num_keypoints) != data.layout.num_keypoints:
+        if not (int(config.num_keypoints) == 17 and kind == "crowdpose"):
+            raise ConfigError(
+                f"the model predicts {config.num_keypoints} keypoints but {ann} is a {kind} file with "
+                f"{data.layout.num_keypoints}; only COCO-17 models can be scored on CrowdPose-14 data"
+            )
+        scoring = "COCO-17 model on CrowdPose: the 12 shared limb joints (head_top and neck left out)"
+    load_s = time.perf_counter() - start
+
+    t0 = time.perf_counter()
+    predictions = collect_predictions(
+        model, data, cycles=cycles, flip=flip, decode=decode, batch_size=batch_size, device=torch_device,
+        num_workers=workers,
+    )
+    inference_s = time.perf_counter() - t0
+    detected = uses_detected_boxes(data)
+    results = predictions_to_results(predictions, get_layout(int(config.num_keypoints)).sigmas_array(), nms=detected)
+
+    t1 = time.perf_counter()
+    metrics: dict[str, dict[str, float]] = {}
+    for cycle, cycle_results in results.items():
+        if scoring == "all joints":
+            metrics[f"cycle{cycle}"] = evaluate_predictions(ann, cycle_results, dataset=kind)
+        else:
+            metrics[f"cycle{cycle}"] = evaluate_coco_on_crowdpose(ann, cycle_results, head_neck="drop")
+        if save_preds:
+            out = Path(f"{save_preds}_cycle{cycle}.json")
+            out.parent.mkdir(parents=True, exist_ok=True)
+            out.write_text(json.dumps(cycle_results))
+    eval_s = time.perf_counter() - t1
+    total_s = time.perf_counter() - start
+    return {
+        "model": config.to_dict(),
+        "weights": weights,
+        "ann": ann,
+        "images": images,
+        "dataset": kind,
+        "scoring": scoring,
+        "boxes": boxes,
+        "boxes_kind": "detected" if detected else "GT",
+        "det_score_threshold": det_score_threshold if detected else None,
+        "num_instances": len(data),
+        "flip": flip,
+        "decode": decode,
+        "cycles": cycles,
+        "device": str(torch_device),
+        "metrics": metrics,
+        "timings": {
+            "load_s": load_s,
+            "inference_s": inference_s,
+            "forward_s": predictions.timings.get("forward_s", 0.0),
+            "decode_s": predictions.timings.get("decode_s", 0.0),
+            "eval_s": eval_s,
+            "total_s": total_s,
+            "instances_per_s": len(data) / max(inference_s, 1e-9),
+            "torch_threads": torch.get_num_threads(),
+        },
+    }
