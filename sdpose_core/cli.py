@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from sdpose_core.errors import ConfigError, SDPoseError
+from sdpose_core.predict_cli import add_inference_commands
 
 if TYPE_CHECKING:  # the engine imports torch; keep `sdpose --help` light
     from sdpose_core.engine.config import TrainConfig
@@ -158,6 +159,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("models", help="list the model variants")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.set_defaults(func=cmd_models)
+    add_inference_commands(sub)
     return parser
 
 
