@@ -27,3 +27,15 @@ def reference_dir() -> Path:
     if not (root / "golden_tiny.pt").is_file():
         pytest.skip(f"official reference files not found at {root} (set SDPOSE_REFERENCE)")
     return root
+
+
+@pytest.fixture
+def one_torch_thread():
+    """Tiny models gain nothing from a second thread, and on a shared 2-core machine an OpenMP thread
+    team competing with other processes can run 10x slower."""
+    import torch
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)

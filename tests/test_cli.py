@@ -19,14 +19,7 @@ SUBCOMMANDS = ("train", "evaluate", "eval-preds", "convert-official", "flops", "
 TINY = ["--override", "patch_size=2,2", "--override", "dim=24", "--override", "depth=2", "--override", "heads=4"]
 
 
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    """Tiny models gain nothing from a second thread, and on a shared 2-core machine an OpenMP thread
-    team competing with other processes can run 10x slower."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess:

@@ -18,21 +18,12 @@ import time
 from pathlib import Path
 
 import pytest
-import torch
 
 from sdpose_core.engine import TrainConfig, train
 from sdpose_core.engine.evaluate import run_evaluation
 
 # single-person images with 15-16 labelled joints and a person large enough to matter
 IMAGE_IDS = (535506, 84533, 234748, 30752)
-
-
-@pytest.fixture
-def one_torch_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
 
 
 @pytest.mark.slow

@@ -20,14 +20,7 @@ from sdpose_core.errors import CheckpointError, ConfigError
 TINY = {"patch_size": (2, 2), "dim": 24, "depth": 2, "heads": 4}
 
 
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    """Tiny models gain nothing from a second thread, and on a shared 2-core machine an OpenMP thread
-    team competing with other processes can run 10x slower."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def tiny_config(data: Path, out: Path, **changes) -> TrainConfig:
