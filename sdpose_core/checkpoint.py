@@ -74,6 +74,27 @@ def official_key_to_ours(key: str, four_layer_head: bool) -> str | None:
     return None
 
 
+def ours_key_to_official(key: str, four_layer_head: bool) -> str:
+    """The official name of one of our keys (the inverse of `official_key_to_ours`), for error messages."""
+    if key.startswith("stem."):
+        return "backbone." + key[len("stem.") :]
+    if key in _TOP_KEYS.values():
+        return _HEAD + key
+    module, _, kind = key.rpartition(".")
+    if module == "patch_embed.proj":
+        return f"{_HEAD}patch_to_embedding.{kind}"
+    if m := re.fullmatch(r"blocks\.(\d+)\.(.+)", module):
+        inner = {v: k for k, v in _BLOCK_KEYS.items()}.get(m.group(2))
+        if inner:
+            return f"{_HEAD}transformer_layer1.layers.{m.group(1)}.{inner}.{kind}"
+    if module.startswith("heatmap_head."):
+        table = _HEAD_KEYS_FOUR_LAYER if four_layer_head else _HEAD_KEYS_TWO_LAYER
+        index = {v: k for k, v in table.items()}.get(module[len("heatmap_head.") :])
+        if index:
+            return f"{_HEAD}mlp_head.{index}.{kind}"
+    return key
+
+
 def convert_official_state_dict(
     state: Mapping[str, torch.Tensor],
 ) -> tuple[dict[str, torch.Tensor], list[str]]:
@@ -190,10 +211,13 @@ def read_state_dict(
 
 # ----------------------------------------------------------------------------- loading
 def _mismatch_report(
-    model: SDPose, state: Mapping[str, torch.Tensor], unmapped: list[str], source: str
+    model: SDPose, state: Mapping[str, torch.Tensor], unmapped: list[str], source: str, official: bool = False
 ) -> str | None:
     expected = model.state_dict()
     missing = [k for k in expected if k not in state]
+    if official:  # name what the official file lacks in its own naming
+        four_layer_head = model.heatmap_head.two_stage
+        missing = [f"{ours_key_to_official(k, four_layer_head)} (ours: {k})" for k in missing]
     unexpected = sorted(set(state) - set(expected)) + unmapped
     wrong_shape = [
         f"{k}: checkpoint {tuple(v.shape)} vs model {tuple(expected[k].shape)}"
@@ -227,9 +251,10 @@ def load_checkpoint(
     source = "state dict" if isinstance(path_or_state, Mapping) else str(path_or_state)
     state = read_state_dict(path_or_state, allow_pickle)
     unmapped: list[str] = []
-    if is_official_state_dict(state):
+    official = is_official_state_dict(state)
+    if official:
         state, unmapped = convert_official_state_dict(state)
-    report = _mismatch_report(model, state, unmapped, source)
+    report = _mismatch_report(model, state, unmapped, source, official)
     if report:
         raise CheckpointError(report)
     model.load_state_dict(state, strict=True)

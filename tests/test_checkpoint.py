@@ -100,7 +100,7 @@ def test_nothing_is_ignored(golden_tiny: dict) -> None:
         load_checkpoint(build_model("sdpose-t", **TINY), state)
     state = dict(golden_tiny["state_dict"])
     del state["backbone.layer1.0.bn1.num_batches_tracked"]
-    with pytest.raises(CheckpointError, match=r"missing \(1\).*stem.layer1.0.bn1.num_batches_tracked"):
+    with pytest.raises(CheckpointError, match=r"missing \(1\).*backbone.layer1.0.bn1.num_batches_tracked \(ours"):
         load_checkpoint(build_model("sdpose-t", **TINY), state)
     with pytest.raises(CheckpointError, match="not found"):
         load_checkpoint(build_model("sdpose-t", **TINY), "/nonexistent/model")
@@ -183,3 +183,12 @@ def test_missing_hub_repo_fails_fast_and_clearly(tmp_path: Path, monkeypatch: py
     assert time.monotonic() - start < 5
     with pytest.raises(CheckpointError, match="hf://org/repo"):
         load_pretrained("hf://just-org", cache_dir=tmp_path)
+
+
+def test_missing_official_keys_are_named_the_official_way(reference_dir: Path) -> None:
+    from sdpose_core.checkpoint import official_key_to_ours, ours_key_to_official
+
+    for name in ("sdpose_t", "sdpose_s_v1", "sdpose_s_v2"):
+        lines = (reference_dir / f"official_keys_{name}.txt").read_text().splitlines()
+        for key in (line.split("\t")[0] for line in lines if not line.startswith("#")):
+            assert ours_key_to_official(official_key_to_ours(key, True), True) == key
