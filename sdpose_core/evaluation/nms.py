@@ -19,16 +19,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from sdpose_core.evaluation.oks import _as_people
 from sdpose_core.keypoints import get_layout
-
-
-def _keypoints_array(keypoints: np.ndarray | Sequence) -> np.ndarray:
-    array = np.asarray(keypoints, dtype=np.float64)
-    if array.ndim == 2 and array.shape[1] % 3 == 0:
-        array = array.reshape(array.shape[0], -1, 3)
-    if array.ndim != 3 or array.shape[2] != 3:
-        raise ValueError(f"keypoints must have shape (N, K, 3) or (N, 3K); got {array.shape}")
-    return array
 
 
 def _default_sigmas(num_joints: int, sigmas: np.ndarray | Sequence[float] | None) -> np.ndarray:
@@ -60,7 +52,7 @@ def oks_iou(
         (N,) float32 OKS; 0 where no joint counts.
     """
     reference = np.asarray(reference, dtype=np.float64).reshape(-1, 3)
-    candidates = _keypoints_array(candidates).reshape(-1, reference.shape[0], 3)
+    candidates = _as_people(candidates, "candidates").reshape(-1, reference.shape[0], 3)
     sigmas = _default_sigmas(reference.shape[0], sigmas)
     areas = np.asarray(candidate_areas, dtype=np.float64).reshape(-1)
     variances = (2.0 * sigmas) ** 2
@@ -82,7 +74,7 @@ def oks_iou(
 def _check_inputs(
     keypoints: np.ndarray | Sequence, scores: np.ndarray | Sequence[float], areas: np.ndarray | Sequence[float]
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    keypoints = _keypoints_array(keypoints) if len(keypoints) else np.zeros((0, 0, 3))
+    keypoints = _as_people(keypoints, "keypoints") if len(keypoints) else np.zeros((0, 0, 3))
     scores = np.asarray(scores, dtype=np.float64).reshape(-1)
     areas = np.asarray(areas, dtype=np.float64).reshape(-1)
     if not (len(keypoints) == len(scores) == len(areas)):
