@@ -15,7 +15,8 @@ import time
 import cv2
 
 from sdpose_core.detection import PersonDetector
-from sdpose_core.detection.recall import RecallReport, detection_recall, read_rgb
+from sdpose_core.detection.recall import RecallReport, detection_recall
+from sdpose_core.image_io import load_image
 from sdpose_core.paths import data_root
 
 SPLITS = ("coco/coco_mini_train", "coco/mmpose_coco")
@@ -30,7 +31,7 @@ def measure(detector: PersonDetector, runs: int) -> None:
         before = (report.people, report.found)
         detection_recall(detector, root / split / "person_keypoints.json", root / split / "images", report=report)
         print(f"  {split}: {report.found - before[1]}/{report.people - before[0]} people found")
-        images += [read_rgb(path) for path in sorted((root / split / "images").iterdir())]
+        images += [load_image(path) for path in sorted((root / split / "images").iterdir())]
     print(f"  recall @IoU0.5, score >= {detector.score_threshold}: {report.found}/{report.people} = "
           f"{report.recall:.1%}  ({report.detections} detections on {report.images} images)")
 

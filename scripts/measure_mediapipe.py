@@ -15,7 +15,7 @@ import time
 import numpy as np
 
 from sdpose_core.baselines import MediaPipePose
-from sdpose_core.detection.recall import read_rgb
+from sdpose_core.image_io import load_image
 from sdpose_core.paths import data_root
 
 SPLITS = ("coco/coco_mini_train", "coco/mmpose_coco")
@@ -33,7 +33,7 @@ def main() -> None:
         files = {image["id"]: data_root() / split / "images" / image["file_name"] for image in data["images"]}
         people += [(files[ann["image_id"]], ann) for ann in data["annotations"]
                    if not ann["iscrowd"] and sum(v == 2 for v in ann["keypoints"][2::3]) >= args.min_visible]
-    images = {path: read_rgb(path) for path in {path for path, _ in people}}
+    images = {path: load_image(path) for path in {path for path, _ in people}}
 
     with MediaPipePose() as pose:
         pose.predict(images[people[0][0]], [people[0][1]["bbox"]])  # warm-up: builds the graph

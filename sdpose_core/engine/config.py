@@ -7,11 +7,12 @@ expressed as fractions of the run's epochs so short runs keep the same shape), b
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from sdpose_core.errors import ConfigError
+from sdpose_core.models.config import reject_unknown_fields
 
 
 @dataclass
@@ -106,10 +107,7 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ConfigError(f"unknown training config fields {unknown}; known: {sorted(known)}")
+        reject_unknown_fields(cls, d, "training config")
         return cls(**d)
 
     def lr_step_epochs(self) -> list[int]:

@@ -7,6 +7,16 @@ from typing import Any
 
 import torch
 
+from sdpose_core.errors import ConfigError
+
+
+def reject_unknown_fields(cls: type, d: dict[str, Any], what: str) -> None:
+    """ConfigError naming the fields of `d` that the dataclass `cls` does not have (a typo in a config file)."""
+    known = {f.name for f in fields(cls)}
+    unknown = sorted(set(d) - known)
+    if unknown:
+        raise ConfigError(f"unknown {what} fields {unknown}; known: {sorted(known)}")
+
 
 @dataclass
 class ModelConfig:
@@ -34,10 +44,7 @@ class ModelConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> ModelConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ValueError(f"unknown model config fields {unknown}; known: {sorted(known)}")
+        reject_unknown_fields(cls, d, "model config")
         d = dict(d)
         for key in ("image_size", "heatmap_size", "patch_size"):
             if key in d:
