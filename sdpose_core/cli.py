@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from sdpose_core.data_cli import add_data_commands
 from sdpose_core.errors import ConfigError, SDPoseError
 from sdpose_core.predict_cli import add_inference_commands
 
@@ -73,6 +74,8 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
         "settings are used; options given again override them.",
         argument_default=argparse.SUPPRESS,
     )
+    p.add_argument("--recipe", help="a named recipe shipped in sdpose_core/recipes (e.g. demo-default)")
+    p.add_argument("--config", help="a JSON file of training settings (TrainConfig fields)")
     p.add_argument("--model", help="variant (sdpose models lists them); default sdpose-t")
     p.add_argument("--train-ann", help="COCO/CrowdPose keypoint annotation JSON for training")
     p.add_argument("--train-images", help="folder with the training images")
@@ -93,6 +96,10 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", help="auto (default), cpu, cuda or cuda:N")
     p.add_argument("--max-steps", type=int, help="stop after this many optimisation steps (smoke tests)")
     p.add_argument("--detach-teacher", action="store_true", help="stop gradients through the later cycle")
+    p.add_argument("--keypoint-token-weight", type=float,
+                   help="weight of the keypoint-token distillation term (default 5e-6; 0 = no distillation)")
+    p.add_argument("--visual-token-weight", type=float,
+                   help="weight of the visual-token distillation term (default 5e-6; 0 = no distillation)")
     p.add_argument("--heatmap-distill-weight", type=float, help="weight of heatmap MSE to the next cycle")
     p.add_argument("--init-weights", help="start from these weights (our folder, official .pth, hf://...)")
     p.add_argument("--no-augment", dest="augment", action="store_false", help="no training augmentation")
@@ -115,8 +122,10 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
         "multi-cycle forward pass, and score each cycle (COCO or CrowdPose AP).",
     )
     p.add_argument("--model", help="variant; omit when --weights is a folder / hub repo with config.json")
-    p.add_argument("--weights", required=True,
+    p.add_argument("--weights",
                    help="our weights folder, a run's last.pt, an official .pth, or hf://org/repo[/subdir]")
+    p.add_argument("--baseline", choices=("mediapipe",),
+                   help="score a baseline instead of --weights: mediapipe = BlazePose on the same person crops")
     p.add_argument("--ann", required=True, help="keypoint annotation JSON")
     p.add_argument("--images", required=True, help="image folder")
     p.add_argument("--boxes", default="gt", help="'gt' or a COCO-results detections JSON (default gt)")
@@ -160,6 +169,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.set_defaults(func=cmd_models)
     add_inference_commands(sub)
+    add_data_commands(sub)
     return parser
 
 
@@ -171,13 +181,19 @@ def cmd_train(args: argparse.Namespace) -> int:
     given = {k: v for k, v in vars(args).items() if k not in ("func", "command", "argv")}
     if "model_overrides" in given:
         given["model_overrides"] = dict(given["model_overrides"])
+    recipe = load_recipe(given.pop("recipe", None), given.pop("config", None))
     if "resume" in given:
         config = resume_config(given)
+    elif recipe and (Path(given.get("out", recipe.get("out", ""))) / "last.pt").is_file():
+        # a recipe run that was interrupted carries on by running the same command again
+        given["resume"] = str(Path(given.get("out", recipe["out"])))
+        config = resume_config(given)
     else:
+        given = {**recipe, **given}
         missing = [f"--{k.replace('_', '-')}" for k in ("train_ann", "train_images", "out") if k not in given]
         if missing:
-            raise ConfigError(f"train needs {', '.join(missing)} (or --resume RUN_DIR)")
-        config = TrainConfig(**given)
+            raise ConfigError(f"train needs {', '.join(missing)} (or --resume RUN_DIR, or --recipe NAME)")
+        config = TrainConfig.from_dict(given)
     result = train(config)
     if os.environ.get("RANK", "0") == "0":  # under torchrun only rank 0 reports
         print(f"trained {result.epochs_completed} epoch(s), {result.global_step} step(s); "
@@ -185,6 +201,41 @@ def cmd_train(args: argparse.Namespace) -> int:
               + (f"; best cycle-1 AP {result.best_ap:.4f} at epoch {result.best_epoch}" if result.best_ap is not None
                  else ""))
     return 0
+
+
+def load_recipe(recipe: str | None, config_file: str | None) -> dict[str, Any]:
+    """Training settings from a shipped recipe or a JSON file; "{data}" in paths is the shared data root."""
+    from sdpose_core.paths import data_root
+
+    if recipe and config_file:
+        raise ConfigError("give --recipe or --config, not both")
+    if not recipe and not config_file:
+        return {}
+    if recipe:
+        path = Path(__file__).parent / "recipes" / f"{recipe}.json"
+        if not path.is_file():
+            known = sorted(p.stem for p in path.parent.glob("*.json"))
+            raise ConfigError(f"unknown recipe {recipe!r}; known: {', '.join(known)}")
+    else:
+        path = Path(config_file)  # type: ignore[arg-type]
+        if not path.is_file():
+            raise ConfigError(f"training config {path} does not exist")
+    try:
+        settings = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"{path} is not valid JSON: {exc}") from None
+    root = str(data_root())
+
+    def fill(value: Any) -> Any:
+        if isinstance(value, str):
+            return value.replace("{data}", root)
+        if isinstance(value, list):
+            return [fill(v) for v in value]
+        if isinstance(value, dict):
+            return {k: fill(v) for k, v in value.items()}
+        return value
+
+    return {k: fill(v) for k, v in settings.items() if not k.startswith("_")}
 
 
 def resume_config(given: dict[str, Any]) -> TrainConfig:
@@ -203,6 +254,10 @@ def resume_config(given: dict[str, Any]) -> TrainConfig:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
+    if args.baseline:
+        return cmd_evaluate_baseline(args)
+    if not args.weights:
+        raise ConfigError("evaluate needs --weights (a model to score) or --baseline mediapipe")
     from sdpose_core.engine.evaluate import run_evaluation
 
     report = run_evaluation(
@@ -216,6 +271,34 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     print(f"{report['dataset']} keypoints, {report['num_instances']} {report['boxes_kind']} boxes, "
           f"{report['model']['name']} ({'flip test' if args.flip else 'no flip'}):")
     print(format_table(rows))
+    t = report["timings"]
+    print(f"time: {t['total_s']:.1f} s total, {t['inference_s']:.1f} s inference "
+          f"({t['instances_per_s']:.1f} instances/s), {t['eval_s']:.1f} s scoring")
+    if args.out:
+        out = Path(args.out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(report, indent=2))
+        print(f"metrics written to {out}")
+    return 0
+
+
+def cmd_evaluate_baseline(args: argparse.Namespace) -> int:
+    from sdpose_core.engine.evaluate import run_baseline_evaluation
+
+    ignored = [flag for flag, given in (("--weights", args.weights), ("--model", args.model),
+                                        ("--cycles", args.cycles), ("--flip", args.flip),
+                                        ("--override", args.model_overrides)) if given]
+    if ignored:
+        raise ConfigError(f"--baseline {args.baseline} takes no {', '.join(ignored)} (those are for our models)")
+    report = run_baseline_evaluation(
+        args.baseline, ann=args.ann, images=args.images, boxes=args.boxes,
+        det_score_threshold=args.det_score_threshold, dataset=args.dataset, save_preds=args.save_preds,
+        progress=sys.stderr.isatty(),
+    )
+    report["command"] = ["sdpose", *args.argv]
+    print(f"{report['dataset']} keypoints, {report['num_instances']} {report['boxes_kind']} boxes, "
+          f"baseline {args.baseline} (pose found for {report['poses_found']}):")
+    print(format_table([{"model": name, **m} for name, m in report["metrics"].items()]))
     t = report["timings"]
     print(f"time: {t['total_s']:.1f} s total, {t['inference_s']:.1f} s inference "
           f"({t['instances_per_s']:.1f} instances/s), {t['eval_s']:.1f} s scoring")

@@ -22,6 +22,8 @@ class TrainConfig:
     out: str
     train_ann: str
     train_images: str
+    train_repeat: int = 1  # the main set is seen this many times per epoch (real GT weighted up)
+    extra_train_sets: list[dict[str, Any]] = field(default_factory=list)  # [{ann, images, repeat}], mixed in
     model: str = "sdpose-t"
     val_ann: str | None = None
     val_images: str | None = None
@@ -80,6 +82,12 @@ class TrainConfig:
         for name in ("val_every", "save_every", "log_every"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.train_repeat < 1:
+            raise ConfigError(f"train_repeat must be >= 1, got {self.train_repeat}")
+        from sdpose_core.data.mixed import TrainSet
+
+        for spec in self.extra_train_sets:
+            TrainSet.from_dict(spec)
         if self.workers < 0:
             raise ConfigError(f"workers must be >= 0, got {self.workers}")
         if self.image_size is not None and (
@@ -109,6 +117,13 @@ class TrainConfig:
     def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
         reject_unknown_fields(cls, d, "training config")
         return cls(**d)
+
+    def train_sets(self) -> list[Any]:
+        """The main set and the extra sets as `TrainSet`s (paths with $VARS expanded)."""
+        from sdpose_core.data.mixed import TrainSet
+
+        main = TrainSet.from_dict({"ann": self.train_ann, "images": self.train_images, "repeat": self.train_repeat})
+        return [main, *(TrainSet.from_dict(d) for d in self.extra_train_sets)]
 
     def lr_step_epochs(self) -> list[int]:
         """Epoch indices (0-based) from which the next decay applies, scaled to this run's length.

@@ -7,11 +7,17 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
 from sdpose_core.engine.distributed import resolve_device
-from sdpose_core.engine.inference import collect_predictions, predictions_to_results, uses_detected_boxes
+from sdpose_core.engine.inference import (
+    OKS_NMS_THRESHOLD,
+    collect_predictions,
+    predictions_to_results,
+    uses_detected_boxes,
+)
 from sdpose_core.engine.state import STATE_FORMAT
 from sdpose_core.errors import ConfigError
 from sdpose_core.keypoints import get_layout
@@ -178,5 +184,103 @@ def run_evaluation(
             "total_s": total_s,
             "instances_per_s": len(data) / max(inference_s, 1e-9),
             "torch_threads": torch.get_num_threads(),
+        },
+    }
+
+
+BASELINES = ("mediapipe",)
+# The crop our models see is the aspect-fixed box x 1.25 (mmpose padding); MediaPipePose adds `padding`
+# of the box on EACH side, so 0.125 hands BlazePose exactly that crop.
+MODEL_CROP_PADDING = 0.125
+
+
+def run_baseline_evaluation(
+    baseline: str,
+    ann: str,
+    images: str,
+    boxes: str = "gt",
+    det_score_threshold: float = 0.0,
+    dataset: str | None = None,
+    padding: float = MODEL_CROP_PADDING,
+    save_preds: str | None = None,
+    progress: bool = False,
+) -> dict[str, Any]:
+    """Score a baseline pose model (MediaPipe BlazePose) like `run_evaluation` scores ours.
+
+    The people are the same samples our models get (GT boxes or detections, same filtering); BlazePose
+    runs on each person's crop, and the keypoints go through the same mmpose post-processing (rescoring,
+    OKS-NMS for detections) and xtcocotools scoring. The metrics dict has one entry, keyed by the
+    baseline's name.
+    """
+    from sdpose_core.baselines import MediaPipePose
+    from sdpose_core.data import TopDownDataset
+    from sdpose_core.data.transforms import center_scale_to_box
+    from sdpose_core.evaluation import evaluate_coco_on_crowdpose, evaluate_predictions, postprocess_topdown
+    from sdpose_core.image_io import load_image
+
+    if baseline not in BASELINES:
+        raise ConfigError(f"unknown baseline {baseline!r}; available: {', '.join(BASELINES)}")
+    start = time.perf_counter()
+    # image_size only sets the 3:4 aspect ratio of the boxes, as for SDPose at 256x192 or 128x96
+    data = TopDownDataset(ann, images, train=False, boxes=boxes, det_score_threshold=det_score_threshold,
+                          layout=dataset)
+    kind = data.layout.name
+    samples = data.samples
+    crops = center_scale_to_box(samples.center, samples.scale / 1.25)  # the aspect-fixed, unpadded boxes
+    keypoints = np.zeros((len(samples), 17, 3), dtype=np.float64)
+    found = 0
+    order = np.argsort(samples.image_index, kind="stable")
+    image_indices = np.unique(samples.image_index)
+    if progress:
+        from tqdm import tqdm
+
+        image_indices = tqdm(image_indices, desc=baseline, unit="image", leave=False)
+    t0 = time.perf_counter()
+    with MediaPipePose(padding=padding) as pose:
+        for image_index in image_indices:
+            rows = order[samples.image_index[order] == image_index]
+            image = load_image(data.image_files[image_index])
+            for row, person in zip(rows, pose.predict(image, crops[rows]), strict=True):
+                keypoints[row] = person.keypoints
+                found += person.found
+    inference_s = time.perf_counter() - t0
+
+    detected = uses_detected_boxes(data)
+    results = postprocess_topdown(
+        data.image_ids[samples.image_index], keypoints, samples.box_score,
+        samples.scale.prod(axis=1), centers=samples.center, scales=samples.scale, oks_thr=OKS_NMS_THRESHOLD,
+        use_nms=detected, sigmas=get_layout("coco").sigmas_array(),
+    )
+    t1 = time.perf_counter()
+    if kind == "coco":
+        scoring = "all joints"
+        metrics = evaluate_predictions(ann, results, dataset=kind)
+    else:
+        scoring = "COCO-17 model on CrowdPose: the 12 shared limb joints (head_top and neck left out)"
+        metrics = evaluate_coco_on_crowdpose(ann, results, head_neck="drop")
+    eval_s = time.perf_counter() - t1
+    if save_preds:
+        out = Path(f"{save_preds}_{baseline}.json")
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(results))
+    return {
+        "model": {"name": baseline, "detail": "MediaPipe BlazePose full (model_complexity=1), 33 -> COCO-17",
+                  "crop_padding_each_side": padding},
+        "baseline": baseline,
+        "ann": ann,
+        "images": images,
+        "dataset": kind,
+        "scoring": scoring,
+        "boxes": boxes,
+        "boxes_kind": "detected" if detected else "GT",
+        "det_score_threshold": det_score_threshold if detected else None,
+        "num_instances": len(samples),
+        "poses_found": int(found),
+        "metrics": {baseline: metrics},
+        "timings": {
+            "inference_s": inference_s,
+            "eval_s": eval_s,
+            "total_s": time.perf_counter() - start,
+            "instances_per_s": len(samples) / max(inference_s, 1e-9),
         },
     }

@@ -25,6 +25,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 
 from sdpose_core.data import AugmentConfig, TopDownDataset, collate_topdown
+from sdpose_core.data.mixed import build_mixed_dataset
 from sdpose_core.engine.config import TrainConfig
 from sdpose_core.engine.distributed import (
     DistContext,
@@ -126,10 +127,15 @@ class Trainer:
 
         self.model_overrides = train_model_overrides(config)
         sizes = dataset_sizes(config.model, self.model_overrides)
-        self.train_set = TopDownDataset(
-            config.train_ann, config.train_images, train=True, **sizes, sigma=config.sigma,
-            augment=self._augment_config(), seed=config.seed,
-        )
+        sets = config.train_sets()
+        if len(sets) == 1 and sets[0].repeat == 1:
+            self.train_set = TopDownDataset(
+                sets[0].ann, sets[0].images, train=True, **sizes, sigma=config.sigma,
+                augment=self._augment_config(), seed=config.seed,
+            )
+        else:
+            self.train_set = build_mixed_dataset(sets, config.seed, **sizes, sigma=config.sigma,
+                                                 augment=self._augment_config())
         self.layout = self.train_set.layout
         model = build_model(config.model, num_keypoints=self.layout.num_keypoints, **self.model_overrides)
         self.model_config = model.config
