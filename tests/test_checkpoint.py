@@ -192,3 +192,18 @@ def test_missing_official_keys_are_named_the_official_way(reference_dir: Path) -
         lines = (reference_dir / f"official_keys_{name}.txt").read_text().splitlines()
         for key in (line.split("\t")[0] for line in lines if not line.startswith("#")):
             assert ours_key_to_official(official_key_to_ours(key, True), True) == key
+
+
+def test_half_precision_file_is_half_the_size_and_loads_into_fp32(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    model = build_model("sdpose-t", **TINY).eval()
+    full = save_pretrained(model, tmp_path / "full")
+    half = save_pretrained(model, tmp_path / "half", half=True)
+    ratio = (half / "model.safetensors").stat().st_size / (full / "model.safetensors").stat().st_size
+    assert 0.45 < ratio < 0.6
+    loaded = load_pretrained(half)
+    assert all(p.dtype == torch.float32 for p in loaded.parameters())
+    images = torch.randn(2, 3, 64, 48)
+    with torch.no_grad():
+        a, b = model(images)[-1].heatmaps, loaded(images)[-1].heatmaps
+    assert (a - b).abs().max() <= 1e-3 * a.abs().max() + 1e-6
