@@ -87,14 +87,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-pasted", type=int, default=2)
     parser.add_argument("--base-ann", type=Path, help="base COCO keypoint file (default: coco_mini_train)")
     parser.add_argument("--base-images", type=Path, help="folder the base file's file_names are relative to")
+    parser.add_argument("--no-nd-donors", action="store_true",
+                        help="skip donor images under a NoDerivs licence (a published sheet is a derivative)")
     args = parser.parse_args(argv)
     coco = data_root() / "coco" / "coco_mini_train"
+    exclude: list[int] = []
+    if args.no_nd_donors:
+        donors = json.loads((coco / "person_keypoints.json").read_text())
+        no_derivs = {lic["id"] for lic in donors.get("licenses", []) if "NoDerivs" in lic["name"]}
+        exclude = [im["id"] for im in donors["images"] if im.get("license") in no_derivs]
     base_ann = args.base_ann or coco / "person_keypoints.json"
     base_images = args.base_images or coco / "images"
     try:
         with tempfile.TemporaryDirectory() as temp:
             json_path = synthesize_crowds(base_ann, base_images, coco / "person_keypoints.json", coco / "images",
-                                          temp, count=ROWS * COLUMNS, seed=args.seed, max_pasted=args.max_pasted)
+                                          temp, count=ROWS * COLUMNS, seed=args.seed, max_pasted=args.max_pasted,
+                                          exclude_donor_image_ids=exclude)
             sheet = contact_sheet(json_path)
     except SDPoseError as error:
         print(f"error: {error}", file=sys.stderr)
