@@ -3,7 +3,7 @@
 # Every step is resumable: data steps are skipped when their output exists, training runs continue from
 # their last.pt when the same command is run again. Run from the repository root:
 #   bash scripts/demo_recipe.sh            # everything (hours on a 2-core CPU)
-#   STAGE=data bash scripts/demo_recipe.sh # only the data
+#   STAGE=data bash scripts/demo_recipe.sh # only the data (then STAGE=train, long, eval)
 set -euo pipefail
 DATA="${SDPOSE_DATA:-../shared/data}"
 U="$DATA/unlabeled"
@@ -30,6 +30,13 @@ if [[ "$STAGE" == all || "$STAGE" == train ]]; then
   wait
 fi
 
+if [[ "$STAGE" == all || "$STAGE" == long ]]; then
+  # the shipped model: run (c) trained further on the same data (all cores, smaller batches = more updates)
+  sdpose train --recipe demo-default --init-weights runs/demo-default/final --epochs 4 --batch-size 16 \
+      --warmup-iters 50 --out runs/demo-default-long --no-progress > runs/demo-default-long.log 2>&1
+fi
+
 if [[ "$STAGE" == all || "$STAGE" == eval ]]; then
   python scripts/ablation_table.py --out runs/ablation.json
+  python scripts/ship_default.py --run runs/demo-default-long
 fi

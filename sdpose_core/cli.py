@@ -195,6 +195,10 @@ def cmd_train(args: argparse.Namespace) -> int:
             raise ConfigError(f"train needs {', '.join(missing)} (or --resume RUN_DIR, or --recipe NAME)")
         config = TrainConfig.from_dict(given)
     result = train(config)
+    if result.interrupted:
+        print(f"interrupted after {result.global_step} step(s); state saved in {result.run_dir / 'last.pt'}: "
+              f"run the same command again (or sdpose train --resume {result.run_dir}) to continue")
+        return 0
     if os.environ.get("RANK", "0") == "0":  # under torchrun only rank 0 reports
         print(f"trained {result.epochs_completed} epoch(s), {result.global_step} step(s); "
               f"final weights: {result.final_dir}"

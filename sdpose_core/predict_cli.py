@@ -57,6 +57,9 @@ def add_inference_commands(sub: Any) -> None:
     p.add_argument("--weights", help="model folder / hf:// spec (default: random init)")
     p.add_argument("--rounds", type=int, help="timed rounds at batch 1 (half at batch 8)")
     p.add_argument("--quick", action="store_true", help="tiny model, few rounds: checks the plumbing")
+    p.add_argument("--image-size", type=int, nargs=2, metavar=("H", "W"),
+                   help="time SDPose-T at this input only (heatmaps H/4 x W/4); default: the embedded default's "
+                        "configuration and the paper's 256x192")
     p.set_defaults(func=cmd_benchmark)
 
 
@@ -74,6 +77,9 @@ def cmd_predict(args: argparse.Namespace) -> int:
                            dynamic_tolerance=args.dynamic_tolerance)
     for path in report.outputs:
         print(path)
+    for entry in [*report.images, *report.videos]:
+        for note in entry.get("notes", []):
+            print(f"note: {note}", file=sys.stderr)
     return 0
 
 
@@ -88,5 +94,6 @@ def cmd_export(args: argparse.Namespace) -> int:
 def cmd_benchmark(args: argparse.Namespace) -> int:
     from sdpose_core.benchmark import run_benchmark
 
-    run_benchmark(args.json_out, quick=args.quick, threads=args.threads, weights=args.weights, rounds=args.rounds)
+    run_benchmark(args.json_out, quick=args.quick, threads=args.threads, weights=args.weights, rounds=args.rounds,
+                  image_size=tuple(args.image_size) if args.image_size else None)
     return 0

@@ -7,7 +7,8 @@
 Writes into `out_dir`:
 - for every image: `<stem>_pose.jpg` (skeletons drawn);
 - `coco_results.json`: COCO keypoint results of all images (image_id = the image's `id` below);
-- for every video: `<stem>_pose.mp4` (annotated, every processed frame), `<stem>_frames.json` (per frame:
+- for every video: `<stem>_pose.mp4` (annotated, every processed frame; H.264, which browsers play, when
+  PyAV is installed: the entry's `codec` / `browser_playable` say so), `<stem>_frames.json` (per frame:
   index, time, people with box, score and keypoints; raw keypoints too when smoothed) and
   `<stem>_coco_results.json` (image_id = frame index);
 - `predictions.json`: what ran (model, weights, cycles, smoothing) and one entry per image / video.
@@ -206,11 +207,16 @@ def _predict_video(predictor: Any, path: Path, out: Path, stem: str, options: di
                                 "people": _people_json(result, keypoints, raw if smoother is not None else None)})
             coco_results += _coco_results(frame.index, result, keypoints)
     entry: dict[str, Any] = {
-        "file": str(path), "output": str(target), "codec": writer.codec, "fps": info.fps, "stride": stride,
+        "file": str(path), "output": str(target), "codec": writer.codec,
+        "browser_playable": writer.browser_playable, "fps": info.fps, "stride": stride,
         "frames": writer.frames_written, "width": info.width, "height": info.height,
         "median_ms_per_frame": round(statistics.median(timings), 2) if timings else None,
         "smoothing_resets": smoother.resets if smoother is not None else None,
+        "notes": [],
     }
+    if expected is not None and writer.frames_written < expected:
+        entry["notes"].append(f"{path.name} ended after {writer.frames_written} of the {expected} frames its "
+                              "header announces (a truncated or damaged file): the frames decoded were used")
     if json_output:
         entry["frames_json"] = str(out / f"{stem}_frames.json")
         entry["coco_results"] = str(out / f"{stem}_coco_results.json")

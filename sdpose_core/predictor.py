@@ -93,6 +93,11 @@ class Predictor:
         num_threads: torch CPU threads (None: torch's default, capped at the CPUs available).
         antialias: area-average crops that shrink more than 4x before warping (huge photos).
         weights_info: describes a `model` module you pass (else it is marked "unknown / untrained").
+        cpu_speedups: on CPU, run an SDPose model as a copy with BatchNorm folded into the convolutions and
+            the stem in channels_last (`sdpose_core.cpu_inference.prepare_for_cpu`: heatmaps within ~1e-6,
+            faster, see scripts/measure_predictor_speed.py). `predictor.model` stays the model as loaded; the
+            copy is made on first use and again whenever `predictor.model` is replaced (weights changed in
+            place after that are not seen: pass cpu_speedups=False to run `model` itself).
         allow_pickle, cache_dir, hub_timeout_s: passed to weight loading (see sdpose_core.weights).
     """
 
@@ -110,6 +115,7 @@ class Predictor:
         num_threads: int | None = None,
         antialias: bool = True,
         weights_info: WeightsInfo | None = None,
+        cpu_speedups: bool = True,
         allow_pickle: bool = False,
         cache_dir: str | os.PathLike | None = None,
         hub_timeout_s: float | None = None,
@@ -123,6 +129,8 @@ class Predictor:
         self.backend = backend
         self.decode = decode
         self.antialias = bool(antialias)
+        self.cpu_speedups = bool(cpu_speedups)
+        self._fast_model: tuple[nn.Module, nn.Module] | None = None  # (model it was made from, its fast copy)
         self.max_persons = int(max_persons)
         self.min_box_size = float(min_box_size)
         self.num_threads = configure_threads(num_threads)
@@ -290,9 +298,23 @@ class Predictor:
         if self.backend == "onnx":
             return ArrayStepper(lambda batch: self.onnx_model(batch, cycles=cycles), crops.images, cycles, flip_index)
         images = crops.images.to(self.device, non_blocking=True)
-        if dynamic and supports_token_dropout(self.model):
-            return TokenStepper(self.model, images, flip_index)
-        return IterCyclesStepper(self.model, images, cycles, flip_index)
+        model = self._inference_model()
+        if dynamic and supports_token_dropout(model):
+            return TokenStepper(model, images, flip_index)
+        return IterCyclesStepper(model, images, cycles, flip_index)
+
+    def _inference_model(self) -> nn.Module:
+        """`self.model`, or on CPU its BN-folded channels-last copy (see `cpu_speedups`)."""
+        from sdpose_core.models.sdpose import SDPose
+
+        model = self.model
+        if not (self.cpu_speedups and self.device.type == "cpu" and isinstance(model, SDPose)):
+            return model
+        if self._fast_model is None or self._fast_model[0] is not model:
+            from sdpose_core.cpu_inference import prepare_for_cpu
+
+            self._fast_model = (model, prepare_for_cpu(model.eval()))
+        return self._fast_model[1]
 
     def _run(self, crops: CropBatch, cycles: int, flip: bool, dynamic: bool, tolerance: float,
              timings: Timings) -> list[PersonPrediction]:

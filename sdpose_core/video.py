@@ -8,18 +8,22 @@
     smoother = KeypointSmoother(min_cutoff=1.0, beta=0.05)
     people = smoother(people_keypoints, time_s)               # list of (K, 3) arrays, one per person
 
-Writing: OpenCV's pip wheels bundle FFmpeg without an H.264 encoder, so `VideoWriter` tries 'avc1'
-(H.264, plays in browsers) and falls back to 'mp4v' (MPEG-4 Part 2: plays in VLC, ffplay, QuickTime and
-OpenCV, but not in Chrome/Firefox); `.webm` files use VP8, which browsers play. The codec used is in
-`VideoWriter.codec`; every writer is verified by reading the file back in tests.
+Writing: browsers play H.264 in mp4 (and VP8/VP9 in webm). OpenCV's pip wheels bundle FFmpeg without
+an H.264 encoder, so `VideoWriter` writes .mp4 through PyAV (`av`, whose wheels bundle FFmpeg with
+libx264) and only falls back to OpenCV's 'avc1' / 'mp4v' (MPEG-4 Part 2: plays in VLC, ffplay and
+OpenCV, not in Chrome / Firefox) when PyAV is missing, with a logged warning; `.webm` files use VP8
+through OpenCV. `VideoWriter.codec` / `.browser_playable` say what was written; `transcode_for_browser`
+re-encodes an uploaded video for a browser. Reading stays with OpenCV (it decodes H.264).
 """
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from fractions import Fraction
 from pathlib import Path
 from typing import NamedTuple
 
@@ -28,9 +32,15 @@ import numpy as np
 
 from sdpose_core.errors import ConfigError, DataError
 
+logger = logging.getLogger(__name__)
+
 VIDEO_SUFFIXES = (".mp4", ".mov", ".avi", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv")
-CODECS_BY_SUFFIX = {".mp4": ("avc1", "mp4v"), ".m4v": ("avc1", "mp4v"), ".mov": ("avc1", "mp4v"),
-                    ".webm": ("VP80", "VP90"), ".avi": ("MJPG", "XVID"), ".mkv": ("avc1", "VP80", "mp4v")}
+H264 = "h264"  # libx264 through PyAV; every other codec name is an OpenCV FOURCC
+CODECS_BY_SUFFIX = {".mp4": (H264, "avc1", "mp4v"), ".m4v": (H264, "avc1", "mp4v"),
+                    ".mov": (H264, "avc1", "mp4v"), ".webm": ("VP80", "VP90"), ".avi": ("MJPG", "XVID"),
+                    ".mkv": (H264, "avc1", "VP80", "mp4v")}
+# what Chrome, Firefox and Safari play in <video> (H.264 in mp4; VP8 / VP9 in webm)
+BROWSER_PLAYABLE_CODECS = frozenset({H264, "avc1", "VP80", "VP90"})
 
 
 _MISSING_CODECS: set[str] = set()
@@ -102,15 +112,78 @@ def iter_video_frames(path: str | os.PathLike, stride: int = 1, max_frames: int 
         capture.release()
 
 
+class _OpenCVSink:
+    """cv2.VideoWriter with one FOURCC; `opened` is False when OpenCV's FFmpeg lacks that encoder."""
+
+    def __init__(self, path: Path, codec: str, fps: float, width: int, height: int) -> None:
+        self._writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*codec), fps, (width, height))
+        self.opened = self._writer.isOpened()
+        if not self.opened:
+            self._writer.release()
+
+    def write(self, image_rgb: np.ndarray) -> None:
+        self._writer.write(cv2.cvtColor(image_rgb, cv2.COLOR_RGB2BGR))
+
+    def close(self) -> None:
+        self._writer.release()
+
+
+class _H264Sink:
+    """H.264 (libx264, yuv420p) in mp4 through PyAV, whose wheels bundle FFmpeg with libx264.
+
+    yuv420p needs even sides: an odd last column / row is repeated once. `+faststart` puts the index
+    (moov atom) first, so browsers start playing before the whole file has arrived.
+    """
+
+    def __init__(self, path: Path, fps: float, width: int, height: int, crf: int, preset: str) -> None:
+        import av  # optional: ImportError makes the writer fall back to OpenCV
+
+        try:
+            self._container = av.open(str(path), "w", options={"movflags": "+faststart"})
+        except (av.FFmpegError, OSError) as exc:
+            raise DataError(f"cannot create {path}: {exc}") from exc
+        try:
+            stream = self._container.add_stream("libx264", rate=Fraction(fps).limit_denominator(1001))
+        except Exception:
+            self._container.close()
+            raise
+        stream.width, stream.height = width + width % 2, height + height % 2
+        stream.pix_fmt = "yuv420p"
+        stream.options = {"preset": preset, "crf": str(int(crf))}
+        self._pad = (stream.height - height, stream.width - width)
+        self._stream = stream
+        self._av = av
+        self._index = 0
+        self.opened = True
+
+    def write(self, image_rgb: np.ndarray) -> None:
+        if any(self._pad):
+            image_rgb = cv2.copyMakeBorder(image_rgb, 0, self._pad[0], 0, self._pad[1], cv2.BORDER_REPLICATE)
+        frame = self._av.VideoFrame.from_ndarray(image_rgb, format="rgb24")
+        frame.pts = self._index
+        self._index += 1
+        self._container.mux(self._stream.encode(frame))
+
+    def close(self) -> None:
+        try:
+            self._container.mux(self._stream.encode(None))  # flush the frames x264 holds back
+        finally:
+            self._container.close()
+
+
 class VideoWriter:
     """Write RGB frames to a video file; the size comes from the first frame unless given.
 
-    Codecs are tried in order (`codecs`, or by suffix: .mp4 'avc1' then 'mp4v'; .webm 'VP80') until
-    OpenCV opens one; `codec` says which. Frames of another size are resized to the first one's.
+    Codecs are tried in order (`codecs`, or by suffix, CODECS_BY_SUFFIX) until one opens; `codec` says
+    which and `browser_playable` whether Chrome / Firefox / Safari play the result. 'h264' is libx264
+    through PyAV (`pip install av`); 'avc1', 'mp4v', 'VP80', ... are OpenCV FOURCCs. An .mp4 is H.264
+    when PyAV is installed, otherwise OpenCV's 'avc1' (missing from the pip wheels) or 'mp4v' (plays in
+    VLC / ffplay / OpenCV, not in browsers); `fallback_reason` then says why H.264 was not used.
+    Frames of another size are resized to the first one's.
     """
 
     def __init__(self, path: str | os.PathLike, fps: float, size: tuple[int, int] | None = None,
-                 codecs: Sequence[str] | None = None) -> None:
+                 codecs: Sequence[str] | None = None, crf: int = 23, preset: str = "veryfast") -> None:
         self.path = Path(path)
         if fps <= 0 or not math.isfinite(fps):
             raise ConfigError(f"fps must be a positive number, got {fps}")
@@ -119,12 +192,30 @@ class VideoWriter:
         self.codecs = tuple(codecs) if codecs else CODECS_BY_SUFFIX.get(suffix, ())
         if not self.codecs:
             raise ConfigError(f"no codec known for {suffix!r} files; use one of {sorted(CODECS_BY_SUFFIX)}")
+        self.crf, self.preset = int(crf), str(preset)
         self.size = size  # (width, height)
         self.codec: str | None = None
+        self.fallback_reason: str | None = None
         self.frames_written = 0
-        self._writer: cv2.VideoWriter | None = None
+        self._sink: _OpenCVSink | _H264Sink | None = None
 
-    def _open(self, width: int, height: int) -> cv2.VideoWriter:
+    @property
+    def browser_playable(self) -> bool:
+        return self.codec in BROWSER_PLAYABLE_CODECS
+
+    def _open_h264(self, width: int, height: int) -> _H264Sink | None:
+        try:
+            return _H264Sink(self.path, self.fps, width, height, self.crf, self.preset)
+        except ImportError:
+            reason = "PyAV is not installed (pip install av)"
+        except DataError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - e.g. an FFmpeg build without libx264
+            reason = f"PyAV cannot encode H.264 here ({type(exc).__name__}: {exc})"
+        self.fallback_reason = reason
+        return None
+
+    def _open(self, width: int, height: int) -> _OpenCVSink | _H264Sink:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         # a codec that failed once in this process is not tried again (each failure logs FFmpeg errors)
         codecs = [c for c in self.codecs if c not in _MISSING_CODECS] or list(self.codecs)
@@ -133,34 +224,39 @@ class VideoWriter:
         failed = []
         try:
             for codec in codecs:
-                writer = cv2.VideoWriter(str(self.path), cv2.VideoWriter_fourcc(*codec), self.fps, (width, height))
-                if writer.isOpened():
+                sink = self._open_h264(width, height) if codec == H264 else \
+                    _OpenCVSink(self.path, codec, self.fps, width, height)
+                if sink is not None and sink.opened:
                     self.codec = codec
                     _MISSING_CODECS.update(failed)  # another codec worked here: the path and size were fine
-                    return writer
-                writer.release()
-                failed.append(codec)
+                    if not self.browser_playable and any(c in BROWSER_PLAYABLE_CODECS for c in self.codecs):
+                        logger.warning("%s is written as %s, which browsers do not play: %s", self.path, codec,
+                                       self.fallback_reason or "no H.264 encoder")
+                    return sink
+                if codec != H264:  # PyAV fails fast and silently: no need to remember it
+                    failed.append(codec)
         finally:
             cv2.setLogLevel(level)
-        raise DataError(f"OpenCV cannot write {self.path}: none of the codecs {self.codecs} is available")
+        raise DataError(f"cannot write {self.path}: none of the codecs {self.codecs} is available"
+                        + (f" ({self.fallback_reason})" if self.fallback_reason else ""))
 
     def write(self, image_rgb: np.ndarray) -> None:
         image = np.asarray(image_rgb)
         if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
             raise DataError(f"frames must be (H, W, 3) uint8 RGB, got {image.shape} {image.dtype}")
-        if self._writer is None:
+        if self._sink is None:
             if self.size is None:
                 self.size = (image.shape[1], image.shape[0])
-            self._writer = self._open(*self.size)
+            self._sink = self._open(*self.size)
         if (image.shape[1], image.shape[0]) != self.size:
             image = cv2.resize(image, self.size, interpolation=cv2.INTER_AREA)
-        self._writer.write(cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
+        self._sink.write(np.ascontiguousarray(image))
         self.frames_written += 1
 
     def close(self) -> Path:
-        if self._writer is not None:
-            self._writer.release()
-            self._writer = None
+        if self._sink is not None:
+            sink, self._sink = self._sink, None
+            sink.close()
         return self.path
 
     def __enter__(self) -> VideoWriter:
@@ -168,6 +264,17 @@ class VideoWriter:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def transcode_for_browser(source: str | os.PathLike, target: str | os.PathLike,
+                          max_frames: int | None = None) -> VideoWriter:
+    """Re-encode any video OpenCV reads (e.g. an uploaded mp4v / AVI) into `target` (.mp4: H.264 when
+    PyAV is installed), at the source's frame rate; returns the closed writer (`codec`, `browser_playable`)."""
+    info = video_info(source)
+    with VideoWriter(target, fps=info.fps) as writer:
+        for frame in iter_video_frames(source, max_frames=max_frames):
+            writer.write(frame.image)
+    return writer
 
 
 def _smoothing_factor(cutoff: np.ndarray | float, dt: float) -> np.ndarray | float:

@@ -201,7 +201,7 @@ def test_cpu_speedups_keep_outputs(tiny_model):
 
 
 @pytest.mark.slow
-def test_benchmark_quick_returns_every_section(tmp_path):
+def test_benchmark_quick_returns_every_section(tmp_path):  # ~1 min on 2 busy cores
     from sdpose_core.benchmark import BACKENDS, run_benchmark
 
     out = tmp_path / "bench.json"
@@ -215,6 +215,82 @@ def test_benchmark_quick_returns_every_section(tmp_path):
         assert set(rows) == {"batch1", "batch2"}
         assert all(set(row) == {"cycles1", "cycles2", "cycles3"} and min(row.values()) > 0 for row in rows.values())
     assert set(result["ratios"]["goals"]) >= {"single_pass_ms_per_person", "single_pass_vs_3_cycles"}
-    assert set(result["int8_methods"]["accuracy"]) == {"dynamic", "static", "hybrid"}
+    [entry] = result["models"].values()
+    assert entry["sdpose"] is result["sdpose"] and entry["model_config"]["image_size"] == [64, 48]
+    for key, row in entry["stages"]["ms_per_person"].items():
+        assert set(row) == {"stem", "embed", "cycle", "head", "decode"} and min(row.values()) > 0, key
+        assert 0 < entry["stages"]["stem_share_of_single_pass"][key] < 1
+    assert set(result["int8_methods"]["accuracy"]) == {"dynamic", "static", "hybrid", "hybrid, Linear patch embedding"}
+    assert set(result["sdpose"]["cpu_ms_per_person"]) == set(BACKENDS)
     assert "ms_per_image" in result["detector"] or "error" in result["detector"]
     assert "ms_per_person" in result["mediapipe"] or "error" in result["mediapipe"]
+
+
+def test_benchmark_times_the_embedded_default_and_the_paper_configuration(monkeypatch, tmp_path):
+    from sdpose_core import weights
+    from sdpose_core.benchmark_models import benchmark_models
+
+    monkeypatch.setattr(weights, "EMBEDDED_DEFAULT_DIR", tmp_path / "missing")
+    models = benchmark_models()
+    assert [tuple(m.config.image_size) for m, _ in models.values()] == [(128, 96), (256, 192)]
+    assert [tuple(m.config.heatmap_size) for m, _ in models.values()] == [(32, 24), (64, 48)]
+    assert "embedded default" in next(iter(models)) and "not bundled" in next(iter(models.values()))[1]
+    # once the default's config.json is there, its configuration is what is timed
+    folder = tmp_path / "sdpose-t-default"
+    folder.mkdir()
+    config = build_model("sdpose-t", image_size=(96, 72), heatmap_size=(24, 18), patch_size=(2, 3)).config
+    (folder / "config.json").write_text(json.dumps({"format": "sdpose-studio/1", **config.to_dict()}))
+    monkeypatch.setattr(weights, "EMBEDDED_DEFAULT_DIR", folder)
+    first, source = next(iter(benchmark_models().values()))
+    assert tuple(first.config.image_size) == (96, 72) and "weights are not there" in source
+    [(only, _)] = benchmark_models(image_size=(192, 144)).values()
+    assert tuple(only.config.heatmap_size) == (48, 36)
+
+
+def test_predictor_runs_a_bn_folded_copy_with_the_same_outputs(tiny_model):
+    from sdpose_core.predictor import Predictor
+
+    image = np.random.default_rng(5).integers(0, 256, (120, 90, 3), dtype=np.uint8)
+    boxes = [[5, 5, 60, 100], [30, 10, 50, 90]]
+    fast = Predictor(model=tiny_model, detector=None)
+    plain = Predictor(model=tiny_model, detector=None, cpu_speedups=False)
+    for flip, dynamic in ((False, False), (True, True)):
+        a = fast.predict(image, boxes=boxes, cycles=3, flip=flip, dynamic=dynamic, dynamic_tolerance=0.0)
+        b = plain.predict(image, boxes=boxes, cycles=3, flip=flip, dynamic=dynamic, dynamic_tolerance=0.0)
+        for p, q in zip(a.people, b.people, strict=True):
+            for maps_a, maps_b in zip(p.cycle_heatmaps, q.cycle_heatmaps, strict=True):
+                np.testing.assert_allclose(maps_a, maps_b, atol=1e-5)
+    inference = fast._inference_model()
+    assert inference is not tiny_model and not any(isinstance(m, nn.BatchNorm2d) for m in inference.modules())
+    assert plain._inference_model() is tiny_model and any(isinstance(m, nn.BatchNorm2d) for m in tiny_model.modules())
+    replacement = sensitised_model(seed=1, **TINY)
+    fast.model = replacement  # a new model gets a new copy, not the old one's
+    assert fast._inference_model() is not inference
+    np.testing.assert_allclose(fast.predict(image, boxes=boxes, cycles=1).people[0].cycle_heatmaps[0],
+                               Predictor(model=replacement, detector=None, cpu_speedups=False)
+                               .predict(image, boxes=boxes, cycles=1).people[0].cycle_heatmaps[0], atol=1e-5)
+
+
+def test_conv_patch_embedding_gives_the_same_tokens_and_exports_as_a_conv(tiny_model, tmp_path):
+    import onnx
+
+    from sdpose_core.cpu_inference import ConvPatchEmbed, prepare_for_onnx
+
+    prepared = prepare_for_onnx(tiny_model)
+    assert isinstance(prepared.patch_embed, ConvPatchEmbed) and not isinstance(tiny_model.patch_embed, ConvPatchEmbed)
+    features = torch.randn(3, 256, 16, 12)
+    with torch.inference_mode():
+        np.testing.assert_allclose(prepared.patch_embed(features).numpy(), tiny_model.patch_embed(features).numpy(),
+                                   atol=1e-5)
+    images = np.random.default_rng(6).standard_normal((2, 3, 64, 48)).astype(np.float32)
+    report = export_onnx(prepared, tmp_path / "conv.onnx", cycles=2)
+    for ours, reference in zip(OnnxPoseModel(report.path)(images), torch_heatmaps(tiny_model, images, 2), strict=True):
+        np.testing.assert_allclose(ours, reference, atol=1e-4)
+    nodes = [node.op_type for node in onnx.load(str(report.path)).graph.node]
+    plain = export_onnx(tiny_model, tmp_path / "plain.onnx", cycles=2, check=False).path
+    plain_nodes = [node.op_type for node in onnx.load(str(plain)).graph.node]
+    # export prepares the model itself: the plain model's graph has the convolution embedding too
+    assert nodes.count("Conv") == plain_nodes.count("Conv")
+    assert plain_nodes.count("Conv") == sum(isinstance(m, torch.nn.Conv2d) for m in tiny_model.modules()) + 1
+    assert nodes.count("MatMul") == plain_nodes.count("MatMul")
+    assert prepare_for_onnx(prepared).patch_embed is not prepared.patch_embed  # a copy; applying twice is fine

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 
 from sdpose_core.cli import load_recipe, main
 from sdpose_core.data.mixed import TrainSet, build_mixed_dataset
@@ -77,3 +78,53 @@ def test_config_run_trains_mixed_sets_and_resumes_by_rerunning(shared_data: Path
     assert steps == list(range(1, 11))
     # 12 people x (2 + 1) copies = 36 samples / batch 8 -> 5 steps an epoch, 10 in all
     assert max(steps) == 10
+
+
+def test_sigterm_saves_state_and_the_rerun_finishes_like_an_uninterrupted_run(shared_data: Path,
+                                                                               tmp_path: Path) -> None:
+    """A long CPU run gets killed: SIGTERM finishes the step, writes last.pt (no final/), exits 0; the same
+    command again continues mid-epoch and ends with exactly the weights of a run that was never stopped."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from safetensors.torch import load_file
+
+    def config(out: Path) -> Path:
+        cfg = {
+            "model": "sdpose-t", "image_size": [64, 48], "cycles": 2,
+            "model_overrides": {"patch_size": [2, 2], "dim": 24, "depth": 2, "heads": 4},
+            "train_ann": "{data}/coco/mmpose_coco/person_keypoints.json",
+            "train_images": "{data}/coco/mmpose_coco/images", "epochs": 40, "batch_size": 4, "workers": 0,
+            "warmup_iters": 2, "progress": False, "log_every": 1, "val_every": 1000, "save_every": 1000,
+            "out": str(out),
+        }
+        path = out.with_suffix(".json")
+        path.write_text(json.dumps(cfg))
+        return path
+
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "SDPOSE_DATA": str(shared_data)}
+    command = [sys.executable, "-m", "sdpose_core", "train", "--config"]
+    stopped = tmp_path / "stopped"
+    proc = subprocess.Popen([*command, str(config(stopped))], env=env, stdout=subprocess.PIPE, text=True)
+    log = stopped / "metrics.jsonl"
+    deadline = time.time() + 120
+    while time.time() < deadline and not (log.is_file() and log.read_text().count('"iter"') >= 5):
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    out, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 0 and "interrupted after" in out
+    assert (stopped / "last.pt").is_file() and not (stopped / "final").exists()
+    steps_before = log.read_text().count('"iter"')
+    assert steps_before < 40 * 3, "the run finished before the signal: make it longer"
+
+    again = subprocess.run([*command, str(config(stopped))], env=env, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stderr
+    whole = tmp_path / "whole"
+    once = subprocess.run([*command, str(config(whole))], env=env, capture_output=True, text=True, timeout=300)
+    assert once.returncode == 0, once.stderr
+    a = load_file(str(stopped / "final" / "model.safetensors"))
+    b = load_file(str(whole / "final" / "model.safetensors"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)

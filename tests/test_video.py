@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 from pathlib import Path
 
@@ -12,7 +13,14 @@ import pytest
 from sdpose_core.errors import ConfigError, DataError
 from sdpose_core.keypoints import COCO17
 from sdpose_core.predict_media import DEFAULT_SMOOTHING
-from sdpose_core.video import KeypointSmoother, OneEuroFilter, VideoWriter, iter_video_frames, video_info
+from sdpose_core.video import (
+    KeypointSmoother,
+    OneEuroFilter,
+    VideoWriter,
+    iter_video_frames,
+    transcode_for_browser,
+    video_info,
+)
 from sdpose_core.visualize import LEFT_COLOR, LOW_CONFIDENCE_COLOR, RIGHT_COLOR, draw_pose
 
 FPS = 30.0
@@ -35,7 +43,10 @@ def test_written_video_reads_back(tmp_path, suffix):
     with VideoWriter(tmp_path / f"clip{suffix}", fps=FPS) as writer:
         for frame in frames:
             writer.write(frame)
-    assert writer.codec in (("avc1", "mp4v") if suffix == ".mp4" else ("VP80", "VP90"))
+    if suffix == ".webm":
+        assert writer.codec in ("VP80", "VP90") and writer.browser_playable
+    else:  # H.264 through PyAV; without PyAV OpenCV's fallback, which says why (see the fallback test)
+        assert writer.codec == ("h264" if importlib.util.find_spec("av") else "mp4v"), writer.fallback_reason
     assert writer.frames_written == 15
     decoded = list(iter_video_frames(writer.path))
     assert [f.index for f in decoded] == list(range(15))
@@ -63,6 +74,56 @@ def test_writer_checks_frames_and_codec(tmp_path):
     writer.write(np.zeros((100, 80, 3), np.uint8))  # another size is resized to the first
     writer.close()
     assert [f.image.shape for f in iter_video_frames(writer.path)] == [(48, 64, 3)] * 2
+
+
+def probe_video(path) -> tuple[str, int, int, int]:
+    """(codec, decoded frames, width, height) as FFmpeg itself (PyAV) sees the file."""
+    av = pytest.importorskip("av", reason="PyAV not installed (pip install av)")
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        decoded = sum(1 for _ in container.decode(stream))
+        return stream.codec_context.name, decoded, stream.width, stream.height
+
+
+def test_mp4_is_h264_with_the_index_first_and_odd_sizes_padded(tmp_path):
+    pytest.importorskip("av", reason="PyAV not installed (pip install av)")
+    frames = moving_square_frames(12, size=(63, 95))
+    with VideoWriter(tmp_path / "clip.mp4", fps=29.97) as writer:
+        for frame in frames:
+            writer.write(frame)
+    assert writer.codec == "h264" and writer.browser_playable and writer.fallback_reason is None
+    assert probe_video(writer.path) == ("h264", 12, 96, 64)  # yuv420p needs even sides
+    data = writer.path.read_bytes()
+    assert data.find(b"moov") < data.find(b"mdat")  # +faststart: a browser can play while downloading
+    decoded = [f.image for f in iter_video_frames(writer.path)]  # OpenCV decodes it too
+    assert len(decoded) == 12 and decoded[5][:63, :95].astype(int).mean() == pytest.approx(
+        frames[5].astype(int).mean(), abs=3)
+    assert video_info(writer.path).fps == pytest.approx(29.97, abs=0.01)
+
+
+def test_without_pyav_mp4_falls_back_to_opencv_and_says_so(tmp_path, monkeypatch, caplog):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "av", None)  # `import av` now raises ImportError
+    with VideoWriter(tmp_path / "clip.mp4", fps=FPS) as writer:
+        for frame in moving_square_frames(5):
+            writer.write(frame)
+    assert writer.codec in ("avc1", "mp4v") and "pip install av" in writer.fallback_reason
+    if writer.codec == "mp4v":
+        assert not writer.browser_playable and "browsers do not play" in caplog.text
+    assert len(list(iter_video_frames(writer.path))) == 5
+    with pytest.raises(DataError, match="pip install av"):
+        VideoWriter(tmp_path / "only.mp4", fps=FPS, codecs=("h264",)).write(moving_square_frames(1)[0])
+
+
+def test_transcode_for_browser_turns_mp4v_into_h264(tmp_path):
+    pytest.importorskip("av", reason="PyAV not installed (pip install av)")
+    with VideoWriter(tmp_path / "upload.avi", fps=12.0) as source:
+        for frame in moving_square_frames(6):
+            source.write(frame)
+    writer = transcode_for_browser(source.path, tmp_path / "view.mp4")
+    assert writer.browser_playable and probe_video(writer.path) == ("h264", 6, 96, 64)
+    assert video_info(writer.path).fps == pytest.approx(12.0)
 
 
 def test_shared_video_with_stride(shared_data):

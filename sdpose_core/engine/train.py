@@ -13,7 +13,11 @@ from __future__ import annotations
 import json
 import math
 import random
+import signal
+import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -57,6 +61,7 @@ class TrainResult:
     best_epoch: int | None
     final_dir: Path | None
     history: list[dict[str, Any]] = field(default_factory=list)
+    interrupted: bool = False  # stopped by SIGINT / SIGTERM: last.pt holds the state, rerun to continue
 
 
 def seed_worker(worker_id: int) -> None:
@@ -280,17 +285,46 @@ class Trainer:
             (self.run_dir / "train_config.json").write_text(
                 json.dumps({"train": config.to_dict(), "model": self.model_config.to_dict()}, indent=2)
             )
-        while self.epoch < config.epochs and not self._max_steps_reached():
-            if self._train_epoch():
-                self._end_of_epoch()
-            else:  # stopped inside the epoch by max_steps
-                self.save_last()
+        with self._stop_on_signals():
+            while self.epoch < config.epochs and not self._max_steps_reached() and not self.stop_requested:
+                if self._train_epoch():
+                    self._end_of_epoch()
+                else:  # stopped inside the epoch by max_steps or a signal
+                    self.save_last()
+        if self.stop_requested:  # no "final" weights for a run that is not finished
+            self.save_last()
+            self.logger.close()
+            return TrainResult(self.run_dir, self.epoch, self.global_step, self.best_ap, self.best_epoch, None,
+                               self.history, interrupted=True)
         final_dir = self.save_weights("final")
         self.ctx.barrier()
         self.logger.close()
         return TrainResult(
             self.run_dir, self.epoch, self.global_step, self.best_ap, self.best_epoch, final_dir, self.history
         )
+
+    stop_requested = False
+
+    @contextmanager
+    def _stop_on_signals(self) -> Iterator[None]:
+        """SIGINT / SIGTERM finish the current step, write last.pt and return: a long CPU run can be stopped
+        (Ctrl-C, `kill`) and continued later mid-epoch. Single process only: under torchrun the ranks would
+        stop at different steps, so there the default handlers stay."""
+        if self.ctx.is_distributed or threading.current_thread() is not threading.main_thread():
+            yield
+            return
+
+        def request_stop(signum: int, frame: Any) -> None:
+            self.stop_requested = True
+            print(f"[sdpose train] {signal.Signals(signum).name}: stopping after this step, saving last.pt",
+                  flush=True)
+
+        previous = {sig: signal.signal(sig, request_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            yield
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
 
     def _max_steps_reached(self) -> bool:
         return self.config.max_steps is not None and self.global_step >= self.config.max_steps
@@ -332,7 +366,7 @@ class Trainer:
                 if hasattr(batches, "set_postfix"):
                     batches.set_postfix(loss=f"{losses['loss']:.3e}", lr=f"{record['lr']:.2e}")
                 last_log, samples_since_log = now, 0
-            if self._max_steps_reached():
+            if self._max_steps_reached() or self.stop_requested:
                 break
         if hasattr(batches, "close"):
             batches.close()
