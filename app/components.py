@@ -1,0 +1,101 @@
+"""Pieces every tab uses: an image input that rejects bad files clearly, the UNTRAINED banner, and
+turning core errors into messages in the page instead of tracebacks."""
+
+from __future__ import annotations
+
+import functools
+import html
+import logging
+import os
+import types
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import gradio as gr
+
+from sdpose_core.errors import SDPoseError
+
+LOG = logging.getLogger("sdpose_studio")
+MAX_IMAGE_PIXELS = 40_000_000  # 40 MP: above this an upload is refused before it is decoded
+Fn = TypeVar("Fn", bound=Callable[..., Any])
+
+
+def image_too_large_message(width: int, height: int) -> str:
+    return (f"The image is {width}x{height} pixels ({width * height / 1e6:.0f} MP); the studio accepts up to "
+            f"{MAX_IMAGE_PIXELS / 1e6:.0f} MP. Downscale it (people need only a few hundred pixels) and upload again.")
+
+
+def _checked_preprocess(component: gr.Image, payload: Any) -> Any:
+    """gr.Image.preprocess with the file checked first: opened lazily with PIL to read its header (format
+    and size, nothing decoded) and refused with a clear gr.Error when it is not an image or too large."""
+    if payload is None or getattr(payload, "path", None) is None or (payload.url or "").startswith("data:"):
+        return gr.Image.preprocess(component, payload)
+    import PIL.Image
+
+    name = payload.orig_name or os.path.basename(payload.path)
+    try:
+        with PIL.Image.open(payload.path) as image:
+            width, height = image.size
+    except PIL.Image.DecompressionBombError:
+        raise gr.Error(f"{name} is far too large to open safely; downscale it and upload again.") from None
+    except (PIL.UnidentifiedImageError, OSError, ValueError):
+        raise gr.Error(f"{name} is not an image this app can read (JPEG, PNG, BMP, TIFF, WebP, GIF...). "
+                       "Upload a photo instead.") from None
+    if width * height > MAX_IMAGE_PIXELS:
+        raise gr.Error(image_too_large_message(width, height))
+    return gr.Image.preprocess(component, payload)
+
+
+def checked_image(**kwargs: Any) -> gr.Image:
+    """A gr.Image input whose uploads are checked before decoding (see `_checked_preprocess`).
+
+    The check is bound to the instance rather than put in a gr.Image subclass: gradio writes a .pyi stub
+    next to the source file of every component class defined outside gradio."""
+    component = gr.Image(**kwargs)
+    component.preprocess = types.MethodType(_checked_preprocess, component)  # type: ignore[method-assign]
+    return component
+
+
+def untrained_banner(info: Any) -> str:
+    """A prominent HTML warning when the weights are untrained; empty when they are trained."""
+    if info is None or getattr(info, "trained", True):
+        return ""
+    text = html.escape(str(getattr(info, "description", "UNTRAINED weights")))
+    return (
+        '<div class="sdpose-untrained" style="background:#b91c1c;color:white;padding:12px 16px;'
+        'border-radius:8px;font-size:1.05em;margin-bottom:8px">'
+        "<b>&#9888; UNTRAINED WEIGHTS: these poses are random and mean nothing.</b><br>"
+        f"{text}<br>Load trained weights in the <b>Model</b> tab (a weights folder, an official SDPose "
+        "<code>.pth</code> or <code>hf://org/repo</code>), or start the app with <code>--weights</code>.</div>"
+    )
+
+
+def weights_line(info: Any) -> str:
+    """One Markdown line saying which weights made a result."""
+    if info is None:
+        return ""
+    flag = "trained" if info.trained else "**UNTRAINED**"
+    where = f" `{info.location}`" if info.location else ""
+    return f"Weights: {info.source}{where} ({flag}) — {info.description}"
+
+
+def user_errors(fn: Fn) -> Fn:
+    """Run a callback; SDPoseError -> gr.Error with its message, anything unexpected -> gr.Error naming
+    it (the traceback goes to the server log, not to the page). gr.Error passes through."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except gr.Error:
+            raise
+        except SDPoseError as exc:
+            raise gr.Error(str(exc)) from None
+        except MemoryError:
+            raise gr.Error("Out of memory for this input; try a smaller image or video.") from None
+        except Exception as exc:  # noqa: BLE001 - the page shows a message, the log keeps the traceback
+            LOG.exception("unexpected error in %s", fn.__name__)
+            raise gr.Error(f"Unexpected error ({type(exc).__name__}: {exc}). The app keeps running; "
+                           "see the server log for details.") from None
+
+    return wrapper  # type: ignore[return-value]

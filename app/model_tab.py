@@ -1,0 +1,199 @@
+"""The Model tab: where the current weights came from, their model card, parameters and GFLOPs per cycle,
+loading other weights without a restart; the model family table and scoring a predictions file."""
+
+from __future__ import annotations
+
+import functools
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import gradio as gr
+
+from app.components import untrained_banner, user_errors
+from app.context import AppContext
+from sdpose_core.errors import SDPoseError
+from sdpose_core.paths import PROJECT_ROOT
+
+ASSETS_MODEL_CARD = PROJECT_ROOT / "assets" / "MODEL_CARD.md"
+CARD_NAMES = ("MODEL_CARD.md", "README.md")
+HUB_REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+SOURCE_TEXT = {
+    "embedded": "the default weights shipped with the studio (assets/sdpose-t-default)",
+    "local": "a local weights folder (config.json + model.safetensors)",
+    "official": "an official SDPose checkpoint (.pth), converted to this implementation on load",
+    "state-dict": "a state-dict file",
+    "training-state": "a training run's last.pt",
+    "hub": "the Hugging Face Hub",
+    "onnx": "an ONNX export (onnxruntime)",
+    "module": "a model handed to the studio in code",
+    "untrained": "nowhere: random initialisation",
+}
+
+
+def normalise_spec(text: str | None) -> str:
+    """What the user typed -> a weights spec: 'org/repo' that is not a local path becomes hf://org/repo."""
+    spec = (text or "").strip().strip('"').strip("'")
+    if spec and not spec.startswith("hf://") and HUB_REPO_ID.match(spec) and not Path(spec).expanduser().exists():
+        return f"hf://{spec}"
+    return spec
+
+
+def model_card(info: Any) -> str:
+    """The model card of the current weights: MODEL_CARD.md / README.md beside them (a local folder or the
+    Hub snapshot already downloaded), else assets/MODEL_CARD.md for the embedded default; '' when none."""
+    candidates: list[Path] = []
+    location = info.location or ""
+    if info.source == "hub" and location.startswith("hf://"):
+        try:
+            from huggingface_hub import try_to_load_from_cache
+
+            parts = location[len("hf://"):].split("/")
+            repo, sub = "/".join(parts[:2]), "/".join(parts[2:])
+            for name in CARD_NAMES:
+                cached = try_to_load_from_cache(repo, f"{sub}/{name}" if sub else name)
+                if isinstance(cached, str):
+                    candidates.append(Path(cached))
+        except Exception:  # noqa: BLE001 - a card is a nicety; the weights themselves loaded
+            pass
+    elif location:
+        folder = Path(location).expanduser()
+        folder = folder if folder.is_dir() else folder.parent
+        candidates += [folder / name for name in CARD_NAMES]
+    if info.source in ("embedded", "untrained"):
+        candidates.append(ASSETS_MODEL_CARD)
+    for path in candidates:
+        if path.is_file():
+            return path.read_text(encoding="utf-8", errors="replace")
+    if location and not location.startswith("hf://"):
+        record = Path(location).expanduser() / "training.json"  # what `sdpose train` records beside the weights
+        if record.is_file():
+            text = record.read_text(encoding="utf-8", errors="replace")
+            return f"_No model card; the training record beside the weights ({record.name}):_\n\n```json\n{text}\n```"
+    return ""
+
+
+def flops_rows(predictor: Any) -> tuple[int | None, list[list[Any]]]:
+    """(trainable params, one row per cycle: GFLOPs of that cycle, cumulative, cumulative with attention)."""
+    from types import SimpleNamespace
+
+    from sdpose_core.flops import count_flops
+
+    config = predictor.config
+    model = predictor.model if predictor.model is not None else SimpleNamespace(config=config)
+    params = sum(p.numel() for p in predictor.model.parameters() if p.requires_grad) if predictor.model else None
+    rows, previous = [], 0
+    for cycles in range(1, int(config.cycles) + 1):
+        total = count_flops(model, cycles)
+        with_attention = count_flops(model, cycles, include_attention=True)
+        rows.append([cycles, round((total - previous) / 1e9, 3), round(total / 1e9, 3), round(with_attention / 1e9, 3)])
+        previous = total
+    return params, rows
+
+
+def describe_weights(ctx: AppContext) -> tuple[str, str, str, list[list[Any]], str]:
+    """(banner, weights summary markdown, model card markdown, GFLOPs rows, weights spec) of the current weights."""
+    predictor = ctx.predictor()
+    info = predictor.weights_info
+    config = predictor.config
+    params, rows = flops_rows(predictor)
+    size = "x".join(str(v) for v in config.image_size)
+    lines = [
+        f"**Weights:** {'trained' if info.trained else '**UNTRAINED (random)**'} — {info.description}",
+        f"**From:** {SOURCE_TEXT.get(info.source, info.source)}" + (f": `{info.location}`" if info.location else "")
+        + (" (chosen by the SDPOSE_WEIGHTS environment variable)" if info.from_env else ""),
+        f"**Model:** {config.name}, input {size} (height x width), {config.num_keypoints} keypoints, "
+        f"trained with {config.cycles} cycles; backend {predictor.backend}, device {predictor.device}",
+        f"**Trainable parameters:** {params:,}" if params is not None else "**Parameters:** (not available for ONNX)",
+    ]
+    card = model_card(info) or "_No model card found for these weights (MODEL_CARD.md / README.md beside them)._"
+    return untrained_banner(info), "\n\n".join(lines), card, rows, ctx.current_weights or ""
+
+
+@functools.cache
+def model_family_rows() -> list[list]:
+    """One row per variant: parameters and GFLOPs, counted from the models themselves (once: ~2 s)."""
+    from sdpose_core.flops import flops_table
+
+    return [[r["model"], f"{r['params']:,}", round(r["gflops_single_pass"], 2), r["paper_gflops"],
+             round(r["gflops_all_cycles"], 2), r["cycles"]] for r in flops_table()]
+
+
+def score_predictions(ann_file: str | None, preds_file: str | None, dataset: str) -> tuple[list[list], str]:
+    """Score an uploaded predictions file against an uploaded annotation file."""
+    from sdpose_core.evaluation import eval_preds
+
+    if not ann_file or not preds_file:
+        raise gr.Error("Upload both files: the ground-truth annotation JSON and the predictions JSON.")
+    try:
+        metrics = eval_preds(Path(ann_file), Path(preds_file), dataset)
+    except SDPoseError as exc:
+        raise gr.Error(str(exc)) from None
+    rows = [[k, round(float(v), 5)] for k, v in metrics.items()]
+    return rows, json.dumps(metrics, indent=1)
+
+
+def build_model_tab(ctx: AppContext) -> None:
+    """The Model tab's components and events (call inside `with gr.Tab(...)`)."""
+    banner = gr.HTML()
+    summary = gr.Markdown("_loading the model description..._")
+    with gr.Row():
+        with gr.Column(scale=2):
+            flops = gr.Dataframe(headers=["cycle", "GFLOPs of this cycle", "GFLOPs, cycles 1..c",
+                                          "GFLOPs 1..c incl. attention matmuls"], interactive=False,
+                                 label="cost per person crop (mmcv rules, as the paper; cycle 1 includes the conv stem)")
+        with gr.Column(scale=2):
+            gr.Markdown("#### Load other weights (no restart)")
+            spec = gr.Textbox(label="weights", placeholder="runs/t/final · sdpose_t_coco.pth · hf://org/repo/subdir "
+                              "· org/repo · model.onnx — empty: the default", max_lines=1)
+            upload = gr.File(label="or upload a checkpoint (.pth / .pt / .onnx)", type="filepath",
+                             file_types=[".pth", ".pt", ".bin", ".ckpt", ".onnx"])
+            with gr.Row():
+                load = gr.Button("Load weights", variant="primary")
+                reset = gr.Button("Back to the default weights")
+    with gr.Accordion("Model card", open=False):
+        card = gr.Markdown()
+    outputs = [banner, summary, card, flops, spec]
+    # filled on every page load (not while the page is built: that would load the model before the server
+    # starts), so a reload also shows weights another user switched to
+    ctx.on_page_load(lambda: _described(ctx), outputs)
+
+    @user_errors
+    def load_weights(typed: str | None, uploaded: str | None) -> tuple:
+        chosen = uploaded or normalise_spec(typed)
+        ctx.use_weights(chosen or None)
+        described = describe_weights(ctx)
+        gr.Info(f"Loaded: {ctx.weights_info.description}")
+        return described[:4] + (chosen,)
+
+    @user_errors
+    def reset_weights() -> tuple:
+        ctx.use_weights(None)
+        return describe_weights(ctx)
+
+    load.click(load_weights, [spec, upload], outputs, api_name="load_weights", concurrency_id="pose")
+    reset.click(reset_weights, None, outputs, api_name="reset_weights", concurrency_id="pose")
+    gr.Markdown("#### The model family")
+    family = gr.Dataframe(interactive=False,
+                 headers=["model", "params", "GFLOPs (1 pass)", "paper GFLOPs", "GFLOPs (all cycles)", "cycles"],
+                 label="trainable parameters and multiply-accumulates for one 256x192 crop (`sdpose flops`)")
+    ctx.on_page_load(model_family_rows, [family])
+    with gr.Accordion("Score a predictions file (COCO / CrowdPose AP)", open=False):
+        gr.Markdown("COCO keypoint AP (pycocotools rules) or CrowdPose AP (easy / medium / hard).")
+        with gr.Row():
+            ann = gr.File(label="ground truth (COCO-format JSON)", type="filepath")
+            preds = gr.File(label="predictions (COCO results JSON)", type="filepath")
+        dataset = gr.Radio(["coco", "crowdpose"], value="coco", label="dataset")
+        score = gr.Button("Score", variant="primary")
+        table = gr.Dataframe(headers=["metric", "value"], interactive=False)
+        raw = gr.Code(language="json", label="metrics.json")
+        score.click(score_predictions, [ann, preds, dataset], [table, raw], api_name="score")
+
+
+def _described(ctx: AppContext) -> tuple:
+    """describe_weights for page loads: a weights problem becomes a readable line instead of a broken page."""
+    try:
+        return describe_weights(ctx)
+    except SDPoseError as exc:
+        return ("", f"**The current weights could not be loaded:** {exc}", "", [], ctx.current_weights or "")
