@@ -15,7 +15,7 @@ from typing import Any
 import gradio as gr
 import numpy as np
 
-from app.components import checked_image, untrained_banner, user_errors, weights_line
+from app.components import checked_image, image_output_file, untrained_banner, user_errors, weights_line
 from app.context import DEFAULT_DETECTOR, DETECTOR_CHOICES, AppContext
 from sdpose_core import compare
 from sdpose_core.image_io import load_image
@@ -92,11 +92,12 @@ def figures(state: CompareState | None, person: str | None, joint: str | None, l
             compare.overlay_figure(chosen, joints, label))
 
 
-def _drawings(state: CompareState, threshold: float) -> tuple[np.ndarray, np.ndarray]:
+def _drawings(state: CompareState, threshold: float) -> tuple[str, str]:
+    """Cycle 1 and the final cycle drawn, as files (see `image_output_file` for why not arrays)."""
     result = state.result
     single = compare.draw_cycle(state.image, result, 1, threshold, DISPLAY_MAX_SIDE)
     final = compare.draw_cycle(state.image, result, None, threshold, DISPLAY_MAX_SIDE)
-    return single, final
+    return image_output_file(single), image_output_file(final)
 
 
 def make_compare(ctx: AppContext):  # noqa: ANN201 - returns the callback

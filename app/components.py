@@ -7,6 +7,7 @@ import functools
 import html
 import logging
 import os
+import tempfile
 import types
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -99,3 +100,38 @@ def user_errors(fn: Fn) -> Fn:
                            "see the server log for details.") from None
 
     return wrapper  # type: ignore[return-value]
+
+
+OUTPUT_DIR = os.path.join(tempfile.gettempdir(), "sdpose-studio-outputs")
+OUTPUT_MAX_AGE_S = 900
+
+
+def image_output_file(rgb: Any, quality: int = 90) -> str:
+    """A JPEG of the RGB array under a unique name, to hand to an output gr.Image.
+
+    gradio caches numpy outputs under a hash of their bytes and rewrites that file in place on every
+    call, so two users receiving the same picture at once can download a half-written file (the load
+    test saw "Too little data for declared Content-Length"). A file path is instead copied into the
+    cache under a temporary name and renamed, which is safe. Files older than 15 minutes are removed.
+    """
+    import time
+    import uuid
+
+    import cv2
+
+    os.makedirs(OUTPUT_DIR, exist_ok=True)
+    ok, encoded = cv2.imencode(".jpg", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, quality])
+    if not ok:
+        raise gr.Error("could not encode the drawn image")
+    path = os.path.join(OUTPUT_DIR, f"{uuid.uuid4().hex}.jpg")
+    with open(path, "wb") as fh:
+        fh.write(encoded.tobytes())
+    cutoff = time.time() - OUTPUT_MAX_AGE_S
+    with os.scandir(OUTPUT_DIR) as entries:
+        for entry in entries:
+            try:
+                if entry.stat().st_mtime < cutoff:
+                    os.unlink(entry.path)
+            except OSError:  # another request removed it first
+                pass
+    return path

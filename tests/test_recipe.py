@@ -80,6 +80,7 @@ def test_config_run_trains_mixed_sets_and_resumes_by_rerunning(shared_data: Path
     assert max(steps) == 10
 
 
+@pytest.mark.slow
 def test_sigterm_saves_state_and_the_rerun_finishes_like_an_uninterrupted_run(shared_data: Path,
                                                                                tmp_path: Path) -> None:
     """A long CPU run gets killed: SIGTERM finishes the step, writes last.pt (no final/), exits 0; the same
