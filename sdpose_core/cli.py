@@ -270,10 +270,15 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         dataset=args.dataset, batch_size=args.batch_size, workers=args.workers, device=args.device,
         model_overrides=dict(args.model_overrides), save_preds=args.save_preds,
     )
-    report["command"] = ["sdpose", *args.argv]
     rows = [{"cycle": int(c.removeprefix("cycle")), **m} for c, m in report["metrics"].items()]
-    print(f"{report['dataset']} keypoints, {report['num_instances']} {report['boxes_kind']} boxes, "
-          f"{report['model']['name']} ({'flip test' if args.flip else 'no flip'}):")
+    return _report_evaluation(args, report, f"{report['model']['name']} ({'flip test' if args.flip else 'no flip'})",
+                              rows)
+
+
+def _report_evaluation(args: argparse.Namespace, report: dict[str, Any], what: str, rows: list[dict]) -> int:
+    """Print an evaluation report (metrics table and timings) and write it to --out when given."""
+    report["command"] = ["sdpose", *args.argv]
+    print(f"{report['dataset']} keypoints, {report['num_instances']} {report['boxes_kind']} boxes, {what}:")
     print(format_table(rows))
     t = report["timings"]
     print(f"time: {t['total_s']:.1f} s total, {t['inference_s']:.1f} s inference "
@@ -299,19 +304,8 @@ def cmd_evaluate_baseline(args: argparse.Namespace) -> int:
         det_score_threshold=args.det_score_threshold, dataset=args.dataset, save_preds=args.save_preds,
         progress=sys.stderr.isatty(),
     )
-    report["command"] = ["sdpose", *args.argv]
-    print(f"{report['dataset']} keypoints, {report['num_instances']} {report['boxes_kind']} boxes, "
-          f"baseline {args.baseline} (pose found for {report['poses_found']}):")
-    print(format_table([{"model": name, **m} for name, m in report["metrics"].items()]))
-    t = report["timings"]
-    print(f"time: {t['total_s']:.1f} s total, {t['inference_s']:.1f} s inference "
-          f"({t['instances_per_s']:.1f} instances/s), {t['eval_s']:.1f} s scoring")
-    if args.out:
-        out = Path(args.out)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(report, indent=2))
-        print(f"metrics written to {out}")
-    return 0
+    rows = [{"model": name, **m} for name, m in report["metrics"].items()]
+    return _report_evaluation(args, report, f"baseline {args.baseline} (pose found for {report['poses_found']})", rows)
 
 
 def cmd_eval_preds(args: argparse.Namespace) -> int:
