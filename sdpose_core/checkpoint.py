@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import threading
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -21,6 +20,7 @@ from typing import Any
 import torch
 
 from sdpose_core.errors import CheckpointError
+from sdpose_core.hub import HubFetchError, fetch_snapshot
 from sdpose_core.models.config import ModelConfig
 from sdpose_core.models.registry import get_config, list_models, model_from_config
 from sdpose_core.models.sdpose import STEMS, SDPose
@@ -318,17 +318,8 @@ def convert_official(
 
 
 # ----------------------------------------------------------------------------- Hugging Face Hub
-def _hub_offline() -> bool:
-    from huggingface_hub import constants
-
-    env = os.environ.get("HF_HUB_OFFLINE", "").strip().upper()
-    return bool(constants.HF_HUB_OFFLINE) or env in {"1", "ON", "YES", "TRUE"}
-
-
 def _hub_snapshot(spec: str, cache_dir: str | os.PathLike | None, timeout_s: float) -> Path:
     """`hf://org/repo[@revision][/subdir]` -> local folder holding config.json and model.safetensors."""
-    from huggingface_hub import snapshot_download
-
     parts = spec[len(HUB_PREFIX) :].strip("/").split("/")
     if len(parts) < 2 or not all(parts[:2]):
         raise CheckpointError(f"bad hub address {spec!r}; expected hf://org/repo[/subdir]")
@@ -337,39 +328,20 @@ def _hub_snapshot(spec: str, cache_dir: str | os.PathLike | None, timeout_s: flo
     if "@" in repo_id:
         repo_id, revision = repo_id.split("@", 1)
     prefix = f"{subdir}/" if subdir else ""
-    offline = _hub_offline()
-    outcome: dict[str, Any] = {}
-
-    def download() -> None:
-        try:
-            outcome["path"] = snapshot_download(
-                repo_id,
-                revision=revision,
-                cache_dir=cache_dir,
-                local_files_only=offline,
-                allow_patterns=[prefix + CONFIG_NAME, prefix + WEIGHTS_NAME],
-                etag_timeout=timeout_s,
-            )
-        except Exception as exc:  # hub errors have many types; each becomes one clear message below
-            outcome["error"] = exc
-
-    # a daemon thread bounds the total wait even if a connection stalls past the hub's own timeouts
-    worker = threading.Thread(target=download, daemon=True)
-    worker.start()
-    worker.join(timeout_s * 3)
-    mode = "offline mode (HF_HUB_OFFLINE=1): only the local Hub cache is used" if offline else "online mode"
-    if worker.is_alive():
+    try:
+        snapshot = fetch_snapshot(repo_id, timeout_s, revision=revision, cache_dir=cache_dir,
+                                  allow_patterns=[prefix + CONFIG_NAME, prefix + WEIGHTS_NAME])
+    except HubFetchError as exc:
+        if exc.cause is None:
+            raise CheckpointError(
+                f"hub repo {repo_id!r}: no answer within {exc.waited_s:.0f} s ({exc.mode}); check the network"
+            ) from None
         raise CheckpointError(
-            f"hub repo {repo_id!r}: no answer within {timeout_s * 3:.0f} s ({mode}); check the network"
-        )
-    if "error" in outcome:
-        raise CheckpointError(
-            f"cannot get hub repo {repo_id!r}{' revision ' + revision if revision else ''} ({mode}): "
-            f"{type(outcome['error']).__name__}: {str(outcome['error']).strip().rstrip('.')}. "
-            "Check the name, your network or login, "
+            f"cannot get hub repo {repo_id!r}{' revision ' + revision if revision else ''} ({exc.mode}): "
+            f"{exc.reason()}. Check the name, your network or login, "
             "or download it once while online so the cache has it."
-        ) from outcome["error"]
-    folder = Path(outcome["path"]) / subdir
+        ) from exc.cause
+    folder = snapshot / subdir
     if not (folder / WEIGHTS_NAME).is_file():
         raise CheckpointError(f"hub repo {repo_id!r} has no {prefix}{WEIGHTS_NAME} (looked in {folder})")
     return folder

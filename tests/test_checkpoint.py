@@ -207,3 +207,16 @@ def test_half_precision_file_is_half_the_size_and_loads_into_fp32(tmp_path: Path
     with torch.no_grad():
         a, b = model(images)[-1].heatmaps, loaded(images)[-1].heatmaps
     assert (a - b).abs().max() <= 1e-3 * a.abs().max() + 1e-6
+
+
+def test_a_stalled_hub_download_is_cut_off_with_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A connection that never answers must not hang the app: the wait is bounded (3 x timeout)."""
+    import time
+
+    import huggingface_hub
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", lambda *a, **k: time.sleep(5))
+    start = time.perf_counter()
+    with pytest.raises(CheckpointError, match=r"'org/stalled': no answer within 0 s"):
+        load_pretrained("hf://org/stalled", timeout_s=0.05)
+    assert time.perf_counter() - start < 2
