@@ -93,6 +93,17 @@ def _annotation_layout(ann: str, dataset: str | None) -> int | None:
         return None  # the dataset constructor reports on the file properly
 
 
+def _what_was_scored(ann: str, images: str, kind: str, scoring: str, boxes: str, detected: bool,
+                     det_score_threshold: float, num_instances: int) -> dict[str, Any]:
+    """The report fields shared by model and baseline evaluations: which set, boxes and joints were scored."""
+    return {
+        "ann": ann, "images": images, "dataset": kind, "scoring": scoring, "boxes": boxes,
+        "boxes_kind": "detected" if detected else "GT",
+        "det_score_threshold": det_score_threshold if detected else None,
+        "num_instances": num_instances,
+    }
+
+
 def run_evaluation(
     weights: str,
     ann: str,
@@ -162,14 +173,7 @@ def run_evaluation(
     return {
         "model": config.to_dict(),
         "weights": weights,
-        "ann": ann,
-        "images": images,
-        "dataset": kind,
-        "scoring": scoring,
-        "boxes": boxes,
-        "boxes_kind": "detected" if detected else "GT",
-        "det_score_threshold": det_score_threshold if detected else None,
-        "num_instances": len(data),
+        **_what_was_scored(ann, images, kind, scoring, boxes, detected, det_score_threshold, len(data)),
         "flip": flip,
         "decode": decode,
         "cycles": cycles,
@@ -267,14 +271,7 @@ def run_baseline_evaluation(
         "model": {"name": baseline, "detail": "MediaPipe BlazePose full (model_complexity=1), 33 -> COCO-17",
                   "crop_padding_each_side": padding},
         "baseline": baseline,
-        "ann": ann,
-        "images": images,
-        "dataset": kind,
-        "scoring": scoring,
-        "boxes": boxes,
-        "boxes_kind": "detected" if detected else "GT",
-        "det_score_threshold": det_score_threshold if detected else None,
-        "num_instances": len(samples),
+        **_what_was_scored(ann, images, kind, scoring, boxes, detected, det_score_threshold, len(samples)),
         "poses_found": int(found),
         "metrics": {baseline: metrics},
         "timings": {
