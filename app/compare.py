@@ -18,6 +18,7 @@ import numpy as np
 from app.components import checked_image, image_output_file, untrained_banner, user_errors, weights_line
 from app.context import DEFAULT_DETECTOR, DETECTOR_CHOICES, AppContext
 from sdpose_core import compare
+from sdpose_core.detection.factory import DETECTOR_HELP as DETECTOR_TEXT
 from sdpose_core.image_io import load_image
 from sdpose_core.paths import data_root
 
@@ -25,8 +26,7 @@ CURRENT_WEIGHTS = "current (Model tab)"
 MAX_CYCLES = 8
 DISPLAY_MAX_SIDE = 1600
 LAYOUTS = ("columns", "slider")
-DETECTOR_HELP = ("ssdlite: SSDLite person detector, whole image + 2 tiles, mirrored (6 passes, best recall); "
-                 "ssdlite-fast: one pass; whole-image: the whole image is one person (single-person crops)")
+DETECTOR_HELP = "; ".join(f"{name}: {text}" for name, text in DETECTOR_TEXT.items())
 
 
 @dataclass
@@ -67,7 +67,7 @@ def timing_markdown(result: Any, detector: str, detector_ms: float, draw_ms: flo
         rows.append(f"| pose, all cycles | {timings.pose_ms:.0f} |")
     rows += [f"| decode heatmaps (all cycles) | {timings.decode_ms:.0f} |", f"| drawing | {draw_ms:.0f} |",
              f"| **total** | **{detector_ms + timings.total_ms + draw_ms:.0f}** |"]
-    return "| stage | ms |\n|---|---|\n" + "\n".join(rows)
+    return "| stage | ms |\n|---|---|\n" + "\n".join(rows) + f"\n\n{result.backend_line}"
 
 
 def _choices(result: Any) -> tuple[Any, Any]:
@@ -118,6 +118,7 @@ def make_compare(ctx: AppContext):  # noqa: ANN201 - returns the callback
         start = time.perf_counter()
         detections = ctx.detect(image_rgb, detector)
         detector_ms = (time.perf_counter() - start) * 1e3
+        label, fallback = ctx.detector_label(detector), getattr(ctx.detector(detector), "fallback_note", None)
         result = predictor.predict(image_rgb, boxes=detections, cycles=cycles, flip=bool(flip), dynamic=bool(dynamic))
         state = CompareState(image_rgb, result)
         start = time.perf_counter()
@@ -125,11 +126,12 @@ def make_compare(ctx: AppContext):  # noqa: ANN201 - returns the callback
         draw_ms = (time.perf_counter() - start) * 1e3
         banner = untrained_banner(result.weights_info)
         notes = [weights_line(result.weights_info)] + [f"- {note}" for note in result.notes]
+        notes += [f"- {fallback}"] if fallback else []
         if not result.people:
             gr.Warning("No people found in this image. Try the 'whole-image' detector for a photo of one person "
                        "filling the frame.")
             empty: list[list[Any]] = []
-            return (banner, single, final, empty, empty, None, None, timing_markdown(result, detector, detector_ms,
+            return (banner, single, final, empty, empty, None, None, timing_markdown(result, label, detector_ms,
                     draw_ms), "\n".join(notes), *_choices(result), state)
         person_headers, person_rows = compare.person_table(result)
         joint_headers, joint_rows = compare.cycle_table(result)
@@ -137,10 +139,17 @@ def make_compare(ctx: AppContext):  # noqa: ANN201 - returns the callback
         heatmaps, overlay = figures(state, "#1", result.layout.joints[0], layout)
         return (banner, single, final, gr.update(value=person_rows, headers=person_headers),
                 gr.update(value=joint_rows, headers=joint_headers), heatmaps, overlay,
-                timing_markdown(result, detector, detector_ms, draw_ms), "\n".join(notes), person_choice,
+                timing_markdown(result, label, detector_ms, draw_ms), "\n".join(notes), person_choice,
                 joint_choice, state)
 
     return compare_image
+
+
+def cleared_results() -> tuple:
+    """Every Compare output emptied: run after a failed Compare, so the previous image's pictures, timing table
+    and weights line do not stay on screen as if they belonged to the input that failed."""
+    nobody = gr.update(choices=[], value=None)
+    return "", None, None, [], [], None, None, "", "", nobody, nobody, None
 
 
 def build_compare_tab(ctx: AppContext) -> None:
@@ -179,8 +188,8 @@ def build_compare_tab(ctx: AppContext) -> None:
                 final = gr.Image(label="cycle N (each person's final cycle)", type="numpy", format="jpeg", elem_id="compare-final",
                                  interactive=False, buttons=["download", "fullscreen"])
             with gr.Row():
-                timing = gr.Markdown(label="timing")
-                notes = gr.Markdown()
+                timing = gr.Markdown(label="timing", elem_id="compare-timing")
+                notes = gr.Markdown(elem_id="compare-notes")
             people = gr.Dataframe(label="people", interactive=False, wrap=True)
             with gr.Row():
                 person = gr.Dropdown([], label="person", interactive=True)
@@ -193,9 +202,10 @@ def build_compare_tab(ctx: AppContext) -> None:
     state = gr.State(None, time_to_live=3600)
     ctx.on_page_load(lambda: gr.update(choices=[CURRENT_WEIGHTS] + [w for w in ctx.loaded_weights() if w]),
                      [weights])
-    run.click(make_compare(ctx), [image, weights, cycles, detector, flip, dynamic, threshold, layout],
-              [banner, single, final, people, joints, heatmap_plot, overlay_plot, timing, notes, person, joint,
-               state], api_name="compare", concurrency_id="pose")
+    results = [banner, single, final, people, joints, heatmap_plot, overlay_plot, timing, notes, person, joint, state]
+    run.click(make_compare(ctx), [image, weights, cycles, detector, flip, dynamic, threshold, layout], results,
+              api_name="compare", concurrency_id="pose").failure(
+        cleared_results, None, results, api_visibility="private", show_progress="hidden", queue=False)
     pickers = [state, person, joint, layout]
     for trigger in (person.input, joint.input, layout.input):
         trigger(user_errors(figures), pickers, [heatmap_plot, overlay_plot], api_visibility="private",

@@ -5,13 +5,14 @@
     other = ctx.predictor("runs/t/final")  # another weights spec, loaded once and cached
     info = ctx.use_weights("hf://org/repo")  # the Model tab: switch the current weights, no restart
     ctx.weights_info                       # WeightsInfo of the current weights (trained or not)
-    boxes = ctx.detect(image_rgb, "ssdlite")  # shared person detectors by name (DETECTOR_CHOICES)
+    boxes = ctx.detect(image_rgb, "best")  # shared person detectors by name (DETECTOR_CHOICES)
     ctx.samples, ctx.review_dir            # --samples DIR_OR_JSON (default: the shared data root), --review-dir
     ctx.on_page_load(fn, [component, ...])  # fn() fills the components on every page load (no model at build)
 
 Everything heavy (torch models, the SSDLite graph) loads lazily, so the page answers quickly after
 `python app.py`; loads are serialised by locks, so two users asking at once still load a model once.
-All predictors share the same detector objects (a cv2.dnn net serialises its own calls).
+All predictors share the same detector objects (sdpose_core.detection.build_detector; a cv2.dnn net
+serialises its own calls, an onnxruntime session serves several at once).
 """
 
 from __future__ import annotations
@@ -23,13 +24,14 @@ from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
+from sdpose_core.detection.factory import BEST, DETECTOR_NAMES
 from sdpose_core.errors import ConfigError
 from sdpose_core.paths import PROJECT_ROOT, data_root
 
-# name shown in the UI -> what it runs. "ssdlite" is the full detector (whole image + 2 tiles, each
-# mirrored: 6 network passes); "ssdlite-fast" one pass (video); "whole-image" one box = the image.
-DETECTOR_CHOICES = ("ssdlite", "ssdlite-fast", "whole-image")
-DEFAULT_DETECTOR = "ssdlite"
+# name shown in the UI -> what it runs (sdpose_core.detection.factory.DETECTOR_HELP): "best" is the best
+# detector present (RTMDet-nano > YOLOX-Nano > SSDLite), the one photos, video and webcam all use by default.
+DETECTOR_CHOICES = DETECTOR_NAMES
+DEFAULT_DETECTOR = BEST
 MAX_CACHED_PREDICTORS = 3  # weights kept in memory at once (the current one is never evicted)
 
 
@@ -155,8 +157,12 @@ class AppContext:
             if path.suffix == ".onnx":
                 return Predictor(weights=path, backend="onnx", detector=_SharedDetector(self, DEFAULT_DETECTOR),
                                  num_threads=self.num_threads, max_persons=self.max_persons)
-        return Predictor(weights=spec, device=self.device, detector=_SharedDetector(self, DEFAULT_DETECTOR),
-                         num_threads=self.num_threads, max_persons=self.max_persons)
+        predictor = Predictor(weights=spec, device=self.device, detector=_SharedDetector(self, DEFAULT_DETECTOR),
+                              num_threads=self.num_threads, max_persons=self.max_persons)
+        # backend="auto" (the default): measure the candidates in a thread, so neither the page nor the first
+        # request waits for it (they run on torch meanwhile and say so); cached on disk for the next start
+        predictor.start_backend_selection()
+        return predictor
 
     def use_weights(self, weights: str | os.PathLike | None) -> Any:
         """Load `weights` (None / "": the default resolution) and make them the current ones.
@@ -174,7 +180,9 @@ class AppContext:
         the stem in channels-last (sdpose_core.cpu_inference; heatmaps equal to ~1e-6), no detector (the
         caller passes boxes). Cached next to the plain one; ONNX predictors are returned as they are."""
         base = self.predictor(weights)
-        if base.model is None:
+        if base.model is None or base.backend != "torch":
+            # ONNX, or an automatic choice: that Predictor already runs the fastest matching backend (its torch
+            # path is the same BN-folded copy)
             return base
         with self._predictor_lock:
             fast = self._fast.get(id(base))
@@ -184,7 +192,7 @@ class AppContext:
 
                 model = prepare_for_cpu(base.model)
                 fast = (base, Predictor(model, device=base.device, detector=None, weights_info=base.weights_info,
-                                        num_threads=self.num_threads))
+                                        num_threads=self.num_threads, backend="torch"))
                 self._fast = {key: value for key, value in self._fast.items()
                               if any(value[0] is p for p in self._predictors.values())}
                 self._fast[id(base)] = fast
@@ -208,17 +216,15 @@ class AppContext:
         with self._detector_lock:
             detector = self._detectors.get(name)
             if detector is None:
-                from sdpose_core.detection import PersonDetector, WholeImage
+                from sdpose_core.detection import build_detector
 
-                if name == "whole-image":
-                    detector = WholeImage()
-                elif name == "ssdlite-fast":
-                    detector = PersonDetector(max_persons=self.max_persons, tiles=0, flip=False,
-                                              graph_path=detector_graph_path())
-                else:
-                    detector = PersonDetector(max_persons=self.max_persons, graph_path=detector_graph_path())
+                detector = build_detector(name, max_persons=self.max_persons, graph_path=detector_graph_path())
                 self._detectors[name] = detector
             return detector
+
+    def detector_label(self, name: str = DEFAULT_DETECTOR) -> str:
+        """`name` as the UI shows it: "best" says which detector that is, e.g. "best: RTMDet-nano 384"."""
+        return f"{name}: {self.detector(name).name}" if name == BEST else name
 
     def detect(self, image_rgb: Any, name: str = DEFAULT_DETECTOR) -> list:
         """Person detections (`Detection`s, best first) from the shared detector `name`."""

@@ -7,11 +7,14 @@ and scripts/measure_webcam_fps.py all run.
 What makes it fast on a small CPU (measured by scripts/measure_webcam_fps.py):
 - frames are shrunk so the long side is at most `max_side` (480 px) before anything else: the detector
   sees 300x300 anyway and a person crop is 256x192 or smaller, so little is lost;
-- the person detector runs on every `detect_every`-th frame only (one SSDLite pass, "ssdlite-fast"); in
-  between, each person's box is the box around its confident keypoints of the previous frame, padded;
-  a person whose pose falls apart (too few confident joints) triggers a fresh detection next frame;
-- the pose model is the BN-folded, channels-last copy (`AppContext.fast_predictor`), under bfloat16
-  autocast on CPUs with native bf16 (heatmaps change by ~1% of their peak; a live view cannot tell).
+- the person detector (the same one photos use: "best", sdpose_core.detection.build_detector) runs on
+  every `detect_every`-th frame only; in between, each person's box is the box around its confident
+  keypoints of the previous frame, padded (sdpose_core.tracking.BoxTracker); a tracked box that shrinks
+  against the detected one or a person who loses joints triggers a fresh detection next frame;
+- the pose model runs on the backend the app's Predictor uses (backend="auto": the fastest that matches
+  fp32 on this machine); on the torch backend it is the BN-folded, channels-last copy
+  (`AppContext.fast_predictor`) under bfloat16 autocast on CPUs with native bf16 only (heatmaps change by
+  ~1% of their peak; a live view cannot tell). Elsewhere bf16 is emulated and slower, so it stays fp32.
 """
 
 from __future__ import annotations
@@ -23,23 +26,21 @@ from typing import Any
 import cv2
 import numpy as np
 
+from app.context import DEFAULT_DETECTOR
 from sdpose_core import compare
 from sdpose_core.errors import DataError
 from sdpose_core.image_io import to_rgb_uint8
+from sdpose_core.tracking import TRACK_MIN_JOINTS, BoxTracker, boxes_from_keypoints  # noqa: F401 - re-exported
 
 MODES = ("single", "cycles")  # cycle 1 only (the deployed single pass) / all N cycles, drawing cycle N
 MIN_FRAME_SIDE = 32
-TRACK_MIN_JOINTS = 5  # confident joints needed to keep tracking a person from its own keypoints
 
 
 def native_bf16() -> bool:
     """True when this CPU runs bfloat16 natively (AVX512-BF16 / AMX): then bf16 autocast is faster."""
-    import torch
+    from sdpose_core.precision import cpu_has_native_bf16
 
-    try:
-        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except (AttributeError, RuntimeError):
-        return False
+    return cpu_has_native_bf16()
 
 
 @dataclass
@@ -51,8 +52,8 @@ class LiveSettings:
     detect_every: int = 5  # run the detector on every k-th frame (1: every frame)
     max_side: int = 480  # frames are shrunk to this long side first
     max_people: int = 4
-    detector: str = "ssdlite-fast"
-    bf16: bool | None = None  # None: when the CPU has native bf16
+    detector: str = DEFAULT_DETECTOR  # the photos' detector: video must not get a weaker one
+    bf16: bool | None = None  # None / True: when the CPU has native bf16 (never emulated); False: fp32
     fast_model: bool = True  # the BN-folded channels-last copy (False: the plain model, for comparisons)
 
     def checked(self) -> LiveSettings:
@@ -79,6 +80,8 @@ class FrameStats:
     cycles: int = 1
     frame_size: tuple[int, int] = (0, 0)  # (height, width) processed
     fps: float | None = None  # frames per second over recent frames (wall clock between calls)
+    backend: str = ""  # what ran the pose model ("backend: ..." of the result)
+    redetect: str | None = None  # why the next frame runs the detector before its turn (BoxTracker.reason)
     notes: list[str] = field(default_factory=list)
 
     def markdown(self) -> str:
@@ -88,7 +91,9 @@ class FrameStats:
                 f"\n\n| stage | ms |\n|---|---|\n| resize | {self.resize_ms:.1f} |\n"
                 f"| boxes ({source}) | {self.detect_ms:.1f} |\n| pose (crop + model + decode) | {self.pose_ms:.1f} |\n"
                 f"| smoothing | {self.smooth_ms:.1f} |\n| drawing | {self.draw_ms:.1f} |\n"
-                f"| **total** | **{self.total_ms:.1f}** |" + "".join(f"\n\n{n}" for n in self.notes))
+                f"| **total** | **{self.total_ms:.1f}** |" + (f"\n\n{self.backend}" if self.backend else "")
+                + (f"\n\nnext frame re-detects: {self.redetect}" if self.redetect else "")
+                + "".join(f"\n\n{n}" for n in self.notes))
 
 
 def shrink(frame: np.ndarray, max_side: int) -> np.ndarray:
@@ -99,27 +104,6 @@ def shrink(frame: np.ndarray, max_side: int) -> np.ndarray:
     return cv2.resize(frame, size, interpolation=cv2.INTER_AREA)
 
 
-def boxes_from_keypoints(keypoints: np.ndarray, image_shape: tuple[int, ...], threshold: float) -> np.ndarray:
-    """Tracking boxes (M, 4) xywh around each person's confident joints, padded (joints sit inside the body:
-    the head top is above the eyes, the feet below the ankles); people with too few confident joints are
-    left out (lost: the detector takes over)."""
-    height, width = image_shape[:2]
-    boxes = []
-    for person in keypoints:
-        confident = person[np.isfinite(person[:, :2]).all(axis=1) & (person[:, 2] >= threshold), :2]
-        if len(confident) < TRACK_MIN_JOINTS:
-            continue
-        (x0, y0), (x1, y1) = confident.min(axis=0), confident.max(axis=0)
-        w, h = max(x1 - x0, 8.0), max(y1 - y0, 8.0)
-        x0, x1 = x0 - 0.12 * w, x1 + 0.12 * w
-        y0, y1 = y0 - 0.18 * h, y1 + 0.08 * h
-        x0, y0 = max(0.0, x0), max(0.0, y0)
-        x1, y1 = min(float(width), x1), min(float(height), y1)
-        if x1 - x0 >= 8 and y1 - y0 >= 8:
-            boxes.append([x0, y0, x1 - x0, y1 - y0])
-    return np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
-
-
 class LiveSession:
     """Per-viewer state of a live stream: frame counter, tracked boxes, smoother, frame timing."""
 
@@ -127,6 +111,7 @@ class LiveSession:
         self.settings = (settings or LiveSettings()).checked()
         self.frame_index = 0
         self._boxes = np.zeros((0, 4))
+        self._tracker = BoxTracker()
         self._smoother: Any = None
         self._smoother_key: tuple | None = None
         self._frame_times: list[float] = []
@@ -182,9 +167,11 @@ class LiveSession:
         cycles = 1 if settings.mode == "single" else int(settings.cycles)
         stats.cycles = cycles
         predictor = ctx.fast_predictor() if settings.fast_model else ctx.predictor()
-        use_bf16 = native_bf16() if settings.bf16 is None else bool(settings.bf16)
+        use_bf16 = settings.bf16 is not False and native_bf16()
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=use_bf16 and predictor.backend == "torch"):
             result = predictor.predict(image, boxes=boxes, cycles=cycles)
+        stats.backend = ("backend: torch bf16 (bf16 autocast: this CPU has native bf16)"
+                         if use_bf16 and predictor.backend == "torch" else result.backend_line)
         keypoints = result.keypoints()
         stats.pose_ms = (time.perf_counter() - step) * 1e3
         stats.people = len(result.people)
@@ -194,9 +181,10 @@ class LiveSession:
         if settings.smoothing:
             keypoints = self._smooth(keypoints, now)
         stats.smooth_ms = (time.perf_counter() - step) * 1e3
-        tracked = boxes_from_keypoints(keypoints, image.shape, settings.score_threshold)
-        # a person lost by tracking makes the next frame detect again
-        self._boxes = tracked if len(tracked) == len(keypoints) else np.zeros((0, 4))
+        used = np.stack([p.box_xywh for p in result.people]) if result.people else np.zeros((0, 4))
+        # a person lost by tracking (box shrunk, joints lost) makes the next frame detect again
+        self._boxes = self._tracker.update(keypoints, image.shape, settings.score_threshold, used, stats.detected)
+        stats.redetect = self._tracker.reason if len(result.people) else None
 
         step = time.perf_counter()
         drawn_boxes = np.stack([p.box_xywh for p in result.people]) if result.people else None

@@ -8,6 +8,7 @@ import json
 import re
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote, unquote
 
 import gradio as gr
 
@@ -19,6 +20,10 @@ from sdpose_core.paths import PROJECT_ROOT
 ASSETS_MODEL_CARD = PROJECT_ROOT / "assets" / "MODEL_CARD.md"
 CARD_NAMES = ("MODEL_CARD.md", "README.md")
 HUB_REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+MARKDOWN_IMAGE = re.compile(r"(!\[[^\]]*\]\()([^)\s]+)(\s*(?:\"[^\"]*\")?\))")  # ![alt](target "title")
+URL_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:")
+CARD_IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".gif", ".webp")  # no .svg: it could carry script
+_SERVED_CARD_IMAGES: set[Path] = set()
 SOURCE_TEXT = {
     "embedded": "the default weights shipped with the studio (assets/sdpose-t-default)",
     "local": "a local weights folder (config.json + model.safetensors)",
@@ -38,6 +43,34 @@ def normalise_spec(text: str | None) -> str:
     if spec and not spec.startswith("hf://") and HUB_REPO_ID.match(spec) and not Path(spec).expanduser().exists():
         return f"hf://{spec}"
     return spec
+
+
+def name_upload(message: str, uploaded: str) -> str:
+    """`message` with the path of gradio's copy of an uploaded file (/tmp/gradio/<hash>/NAME) replaced by
+    "the uploaded file NAME", the name the user knows it by."""
+    return message.replace(uploaded, f"the uploaded file {Path(uploaded).name}")
+
+
+def served_images(card: str, folder: Path) -> str:
+    """`card` with its relative image links (`![..](crowd_samples.jpg)`) made URLs that the running app serves:
+    in the page they would resolve against the page's own address and 404. Only image files inside `folder`
+    (the card's own) are served, each added once to gradio's static paths; other links stay as written."""
+    root = folder.resolve()
+
+    def serve(match: re.Match) -> str:
+        target = match.group(2)
+        if URL_SCHEME.match(target) or target.startswith(("/", "#")):
+            return match.group(0)  # an absolute URL, a data: URI or an anchor resolves as it is
+        path = (root / unquote(target)).resolve()
+        if path.suffix.lower() not in CARD_IMAGE_SUFFIXES or not path.is_file() or not path.is_relative_to(root):
+            return match.group(0)
+        if path not in _SERVED_CARD_IMAGES:
+            gr.set_static_paths([path])
+            _SERVED_CARD_IMAGES.add(path)
+        # relative to the page (no leading "/"), so it also works when the app is served under a sub-path
+        return f"{match.group(1)}gradio_api/file={quote(str(path))}{match.group(3)}"
+
+    return MARKDOWN_IMAGE.sub(serve, card)
 
 
 def model_card(info: Any) -> str:
@@ -65,7 +98,7 @@ def model_card(info: Any) -> str:
         candidates.append(ASSETS_MODEL_CARD)
     for path in candidates:
         if path.is_file():
-            return path.read_text(encoding="utf-8", errors="replace")
+            return served_images(path.read_text(encoding="utf-8", errors="replace"), path.parent)
     if location and not location.startswith("hf://"):
         record = Path(location).expanduser() / "training.json"  # what `sdpose train` records beside the weights
         if record.is_file():
@@ -104,9 +137,14 @@ def describe_weights(ctx: AppContext) -> tuple[str, str, str, list[list[Any]], s
         f"**From:** {SOURCE_TEXT.get(info.source, info.source)}" + (f": `{info.location}`" if info.location else "")
         + (" (chosen by the SDPOSE_WEIGHTS environment variable)" if info.from_env else ""),
         f"**Model:** {config.name}, input {size} (height x width), {config.num_keypoints} keypoints, "
-        f"trained with {config.cycles} cycles; backend {predictor.backend}, device {predictor.device}",
+        f"trained with {config.cycles} cycles; device {predictor.device}",
+        f"**Backend:** {predictor.backend_status()}",
         f"**Trainable parameters:** {params:,}" if params is not None else "**Parameters:** (not available for ONNX)",
     ]
+    selection = predictor.planner.selection
+    if selection is not None:  # every candidate's speed and difference from fp32, as measured on this machine
+        lines.append(f"<details><summary>How the backend was chosen</summary>\n\n```\n{selection.summary()}\n```\n"
+                     "</details>")
     card = model_card(info) or "_No model card found for these weights (MODEL_CARD.md / README.md beside them)._"
     return untrained_banner(info), "\n\n".join(lines), card, rows, ctx.current_weights or ""
 
@@ -162,7 +200,12 @@ def build_model_tab(ctx: AppContext) -> None:
     @user_errors
     def load_weights(typed: str | None, uploaded: str | None) -> tuple:
         chosen = uploaded or normalise_spec(typed)
-        ctx.use_weights(chosen or None)
+        try:
+            ctx.use_weights(chosen or None)
+        except SDPoseError as exc:
+            if uploaded:  # the message names gradio's copy of the upload; say the name the user picked
+                raise gr.Error(name_upload(str(exc), uploaded)) from None
+            raise
         described = describe_weights(ctx)
         gr.Info(f"Loaded: {ctx.weights_info.description}")
         return described[:4] + (chosen,)

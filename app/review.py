@@ -10,7 +10,10 @@ cache); the ranking does not move while you edit.
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 import threading
+from pathlib import Path
 from typing import Any
 
 import cv2
@@ -81,7 +84,8 @@ def _joint_index(sample_set: SampleSet, joint: str | int) -> int:
 
 
 def person_view(ctx: Any, ann_path: str, position: float, joint: str, show_pred: bool) -> tuple:
-    """(picture, description, joint table, position, display transform) of the person at `position`."""
+    """(picture, description, joint table, position, display transform, saved note) of the person at
+    `position`; the note box shows that person's saved note, so a note never carries over to the next one."""
     try:
         sample_set, analysis, record, index, total = _person(ctx, ann_path, position)
         store, where = store_for(ctx, ann_path)
@@ -110,7 +114,8 @@ def person_view(ctx: Any, ann_path: str, position: float, joint: str, show_pred:
     text = (f"{weights_banner(analysis.predictions)}\n\n**Person {index} of {total}** (worst agreement first) — "
             f"`{image.file_name}`, annotation {record.ann_id}, {oks} at cycle {record.cycle}. **Flag: {flag}**"
             + (f"; edited joints: {', '.join(sample_set.layout.joints[j] for j in edited)}" if edited else "")
-            + f"\n\nReview file: `{store.path}` ({where}).")
+            + f"\n\nReview file: `{store.path}` ({where})."
+            + "".join(f"\n\nNote: {note}" for note in sample_set.notes if note.startswith("a seeded sample")))
     rows = []
     for j, name in enumerate(sample_set.layout.joints):
         predicted = "" if record.pred_keypoints is None or not np.isfinite(record.pred_keypoints[j, 0]) else (
@@ -118,7 +123,7 @@ def person_view(ctx: Any, ann_path: str, position: float, joint: str, show_pred:
         klass = "" if record.classes[j] < 0 else SHORT_CLASS[ERROR_CLASSES[record.classes[j]]]
         truth = f"{gt[j, 0]:.1f}, {gt[j, 1]:.1f} (v={int(gt[j, 2])})" if gt[j, 2] > 0 else "unlabelled"
         rows.append([name, truth + (" ✎" if j in edited else ""), predicted, klass])
-    return picture, text, rows, index, transform
+    return picture, text, rows, index, transform, store.note_of(record.ann_id)
 
 
 def flag_person(ctx: Any, ann_path: str, position: float, flag: str, note: str) -> str:
@@ -171,8 +176,11 @@ def export_review(ctx: Any, ann_path: str) -> tuple[str, str, str]:
 
 
 def _export_files(ctx: Any, ann_path: str) -> tuple[list[str], str]:
+    """The exports for the download box: copies in a fresh folder under the system temp dir, which gradio
+    serves (the review folder, e.g. next to the data, is outside the folders it may serve)."""
     coco, flags, summary = export_review(ctx, ann_path)
-    return [coco, flags], summary
+    folder = Path(tempfile.mkdtemp(prefix="sdpose-review-export-"))
+    return [str(shutil.copy2(file, folder / Path(file).name)) for file in (coco, flags)], summary
 
 
 def build_review_tab(ctx: Any) -> None:
@@ -214,7 +222,7 @@ def build_review_tab(ctx: Any) -> None:
         exported = gr.File(label="exports", file_count="multiple", scale=2, height=120)
     export_note = gr.Markdown()
 
-    view_outputs = [picture, info, joints_table, position, transform]
+    view_outputs = [picture, info, joints_table, position, transform, flag_note]
 
     @user_errors
     def show(labelled_set: str, person: float, joint_name: str, prediction: bool) -> tuple:
@@ -264,7 +272,7 @@ def build_review_tab(ctx: Any) -> None:
     previous.click(lambda s, p, j, sp: show(s, max(1, int(p or 1) - 1), j, sp), current, view_outputs, api_name=False)
     following.click(lambda s, p, j, sp: show(s, int(p or 1) + 1, j, sp), current, view_outputs, api_name=False)
     for control in (joint, show_pred):
-        control.change(lambda s, p, j, sp: show(s, p, j, sp) if s and j else (None, "", None, p, DisplayTransform()),
+        control.change(lambda s, p, j, sp: show(s, p, j, sp) if s and j else (None, "", None, p, DisplayTransform(), ""),
                        current, view_outputs, api_name=False)
     chosen_flag = gr.State("")
     for button, name in zip(flag_buttons, REVIEW_FLAGS, strict=True):

@@ -54,6 +54,11 @@ HEAD_NECK_CHOICES = [("drop: score the 12 shared joints", "drop"),
                      ("synthesize: neck & head_top from COCO joints, score 14", "synthesize")]
 MAX_CYCLES = 4
 DETAIL_SIDE, THUMB_SIDE = 1100, 360
+# A large set (lsp_extended: 10,000 people) is analysed on a seeded sample, and the gallery shows one page of
+# thumbnails at a time, so opening and analysing it stays within seconds; "all" is there for patient users.
+SAMPLE_CHOICES = [("50 images", 50), ("200 images", 200), ("1,000 images", 1000), ("all images", 0)]
+DEFAULT_SAMPLE = 200
+PAGE_SIZE = 48
 
 
 def as_gradio_error(error: Exception) -> gr.Error:
@@ -91,14 +96,16 @@ def analysis_key(ctx: Any, sample_set: SampleSet, cycles: int, box_source: str, 
         changed = sample_set.ann_path.stat().st_mtime_ns  # an edited annotation file gets new predictions
     except OSError:
         changed = 0
-    return (f"{sample_set.ann_path}@{changed}", ctx.current_weights or "", info.description, int(cycles), box_source,
-            bool(flip))
+    return (f"{sample_set.ann_path}@{changed}#{len(sample_set.images)}", ctx.current_weights or "",
+            info.description, int(cycles), box_source, bool(flip))
 
 
 def analysis_for(ctx: Any, ann_path: str, cycles: int, box_source: str, head_neck: str, flip: bool,
-                 progress: Any = None, compute: bool = True) -> tuple[SampleSet, SetAnalysis | None]:
-    """The set and its analysis, computed (once) when `compute`, else only what the caches hold."""
-    sample_set = load_set(ann_path)
+                 progress: Any = None, compute: bool = True,
+                 sample_size: int = DEFAULT_SAMPLE) -> tuple[SampleSet, SetAnalysis | None]:
+    """The set (a seeded sample of `sample_size` images; 0 = all) and its analysis, computed (once) when
+    `compute`, else only what the caches hold."""
+    sample_set = load_set(ann_path).sample(int(sample_size) or None)
     key = analysis_key(ctx, sample_set, cycles, box_source, flip)
     cached = ANALYSES.get((*key, head_neck))
     if cached is not None or not compute:
@@ -153,36 +160,64 @@ def describe(ann_path: str | None) -> str:
         return f"⚠️ {error}"
 
 
+def sample_count(value: Any) -> int:
+    """The sample size a user chose or typed (0 = every image); gr.Error naming the problem otherwise."""
+    try:
+        count = int(float(str(value).replace(",", "").strip() or 0))
+    except ValueError:
+        raise gr.Error(f"images to analyse must be a whole number (0 = all), got {value!r}") from None
+    if count < 0:
+        raise gr.Error(f"images to analyse must be 0 (all) or more, got {count}")
+    return count
+
+
+def page_of(records: list, page: float) -> tuple[list, str]:
+    """The records of gallery page `page` (1-based, clipped to the pages there are) and a line saying which."""
+    pages = max(1, -(-len(records) // PAGE_SIZE))
+    page = min(max(1, int(page or 1)), pages)
+    shown = records[(page - 1) * PAGE_SIZE:page * PAGE_SIZE]
+    if pages == 1:
+        return shown, ""
+    first = (page - 1) * PAGE_SIZE + 1
+    return shown, (f"Gallery page {page} of {pages}: images {first}-{first + len(shown) - 1} of {len(records)} "
+                   "in this order (change **page**).")
+
+
 def analyse(ctx: Any, ann_path: str, cycles: float, box_source: str, head_neck: str, flip: bool, cycle: float,
-            sort: str, bucket: str, error_class: str, compute: bool = True,
-            progress: Any = None) -> tuple[str, Any, list, Any, list]:
-    """(status, chart, gallery, image table, image ids in gallery order) for the chosen settings."""
+            sort: str, bucket: str, error_class: str, sample_size: float = DEFAULT_SAMPLE, page: float = 1,
+            compute: bool = True, progress: Any = None) -> tuple[str, Any, list, Any, list]:
+    """(status, chart, gallery, image table, image ids in gallery order) for the chosen settings; the gallery
+    and the table hold one page of the sorted images."""
     cycles, cycle = int(cycles), int(cycle)
     try:
         sample_set, analysis = analysis_for(ctx, ann_path, cycles, box_source, head_neck, bool(flip), progress,
-                                            compute)
+                                            compute, sample_count(sample_size))
         if analysis is None:
             return ("Press **Analyse set** to run the model over this set.", None, [], None, [])
         cycle = min(max(1, cycle), analysis.predictions.cycles)
-        records = select_images(analysis, cycle, sort, bucket, error_class)
+        records, page_note = page_of(select_images(analysis, cycle, sort, bucket, error_class), page)
         gallery = _gallery(ctx, sample_set, analysis, cycle, records)
     except SDPoseError as error:
         raise as_gradio_error(error) from None
     figure = summary_figure(analysis, _joint_names(sample_set), cycle)
-    return (status_markdown(sample_set, analysis), figure, gallery, image_rows(records),
-            [str(r.image_id) for r in records])
+    status = status_markdown(sample_set, analysis) + (f"\n\n{page_note}" if page_note else "")
+    return (status, figure, gallery, image_rows(records), [str(r.image_id) for r in records])
 
 
 def show_image(ctx: Any, ann_path: str, cycles: float, box_source: str, head_neck: str, flip: bool,
                image_ref: str, cycle: float, show_gt: bool, show_pred: bool, show_errors: bool,
-               brighten: bool) -> tuple[Any, Any, str]:
+               brighten: bool, sample_size: float = DEFAULT_SAMPLE) -> tuple[Any, Any, str]:
     """(picture, per-person table, caption) of one image; ground truth only until the set is analysed."""
     if image_ref is None or str(image_ref) == "":
         raise gr.Error("Choose an image (click one in the gallery).")
     try:
         sample_set, analysis = analysis_for(ctx, ann_path, int(cycles), box_source, head_neck, bool(flip),
-                                            compute=False)
-        image = sample_set.image(image_ref)
+                                            compute=False, sample_size=sample_count(sample_size))
+        try:
+            image = sample_set.image(image_ref)
+        except SDPoseError:  # an image outside the analysed sample: its ground truth alone
+            sample_set, analysis = load_set(ann_path), None
+            image = sample_set.image(image_ref)
         cycle = min(max(1, int(cycle)), analysis.predictions.cycles if analysis else 1)
         picture, lifted = render_image(sample_set, analysis, image.id, cycle, show_gt, show_pred, show_errors,
                                        brighten, DETAIL_SIDE)
@@ -242,6 +277,8 @@ def build_samples_tab(ctx: Any) -> None:
         head_neck = gr.Radio(HEAD_NECK_CHOICES, value="drop",
                              label="CrowdPose with a COCO-17 model: head_top and neck")
         flip = gr.Checkbox(value=False, label="flip test")
+        sample_size = gr.Dropdown(SAMPLE_CHOICES, value=DEFAULT_SAMPLE, allow_custom_value=True,
+                                  label="images to analyse (seeded sample; type any number, 0 = all)")
     run = gr.Button("Analyse set", variant="primary")
     status = gr.Markdown()
     chart = gr.Plot(label="error classes")
@@ -251,6 +288,7 @@ def build_samples_tab(ctx: Any) -> None:
         sort = gr.Dropdown(list(SORT_KEYS), value="worst OKS", label="sort by")
         bucket = gr.Radio(list(BUCKET_FILTERS), value="all", label="crowd bucket")
         error_class = gr.Dropdown(list(CLASS_FILTERS), value="any", label="with error class")
+        page = gr.Number(value=1, precision=0, minimum=1, label=f"page ({PAGE_SIZE} images each)")
     gallery = gr.Gallery(label="images (click one)", columns=4, height=420, object_fit="contain", allow_preview=False)
     image_ids = gr.State([])
     with gr.Accordion("table of images", open=False):
@@ -268,16 +306,16 @@ def build_samples_tab(ctx: Any) -> None:
     people = gr.Dataframe(label="people: OKS and the error class of every joint", interactive=False, wrap=True)
 
     settings = [chosen, cycles, box_source, head_neck, flip]
-    view = [cycle, sort, bucket, error_class]
+    view = [cycle, sort, bucket, error_class, sample_size, page]
     outputs = [status, chart, gallery, table, image_ids]
-    detail = [*settings, image_ref, cycle, show_gt, show_pred, show_errors, brighten]
+    detail = [*settings, image_ref, cycle, show_gt, show_pred, show_errors, brighten, sample_size]
 
     @user_errors
     def run_analysis(labelled_set: str, cycles: float, boxes: str, head_neck: str, flip: bool, cycle: float,
-                     sort: str, bucket: str, error_class: str,
-                     progress: gr.Progress = gr.Progress()) -> tuple:  # noqa: B008 - Gradio's idiom
+                     sort: str, bucket: str, error_class: str, sample_size: float = DEFAULT_SAMPLE,
+                     page: float = 1, progress: gr.Progress = gr.Progress()) -> tuple:  # noqa: B008 - Gradio's idiom
         return analyse(ctx, labelled_set, cycles, boxes, head_neck, flip, cycle, sort, bucket, error_class,
-                       compute=True, progress=progress)
+                       sample_size, page, compute=True, progress=progress)
 
     @user_errors
     def refresh(*args: Any) -> tuple:
@@ -285,9 +323,10 @@ def build_samples_tab(ctx: Any) -> None:
 
     @user_errors
     def image_view(labelled_set: str, cycles: float, boxes: str, head_neck: str, flip: bool, image: str,
-                   cycle: float, show_gt: bool, show_pred: bool, show_errors: bool, brighten: bool) -> tuple:
+                   cycle: float, show_gt: bool, show_pred: bool, show_errors: bool, brighten: bool,
+                   sample_size: float = DEFAULT_SAMPLE) -> tuple:
         return show_image(ctx, labelled_set, cycles, boxes, head_neck, flip, image, cycle, show_gt, show_pred,
-                          show_errors, brighten)
+                          show_errors, brighten, sample_size)
 
     def on_select(ids: list, evt: gr.SelectData) -> str:
         return ids[evt.index] if evt.index is not None and evt.index < len(ids) else ""

@@ -85,6 +85,7 @@ def make_annotate_video(ctx: AppContext):  # noqa: ANN201 - returns the callback
         out_path = Path(tempfile.mkdtemp(prefix="sdpose_video_")) / f"{Path(video).stem}_pose{browser_video_suffix()}"
         sums = {"detect_ms": 0.0, "pose_ms": 0.0, "draw_ms": 0.0, "total_ms": 0.0}
         frames = people = detections = 0
+        backends: dict[str, int] = {}  # what ran the pose model -> frames (auto may finish choosing mid-video)
         start = time.perf_counter()
         with VideoWriter(out_path, fps=info.fps) as writer:
             for frame in progress.tqdm(iter_video_frames(video, max_frames=limit), total=total, desc="frames"):
@@ -95,6 +96,7 @@ def make_annotate_video(ctx: AppContext):  # noqa: ANN201 - returns the callback
                 frames += 1
                 people += stats.people
                 detections += int(stats.detected)
+                backends[stats.backend] = backends.get(stats.backend, 0) + 1
         if frames == 0:
             raise DataError(f"{Path(video).name}: no frame could be decoded")
         wall = time.perf_counter() - start
@@ -107,6 +109,7 @@ def make_annotate_video(ctx: AppContext):  # noqa: ANN201 - returns the callback
             + f"; processed at {frames / wall:.1f} fps ({wall:.1f} s), {people / frames:.1f} people per frame, "
             f"detector on {detections} frames.\n\n| stage | mean ms |\n|---|---|\n"
             + "".join(f"| {key[:-3]} | {value / frames:.1f} |\n" for key, value in sums.items())
+            + "".join(f"\n{line} ({count} frames)\n" for line, count in backends.items() if line)
             + f"\nWritten as {out_path.suffix[1:]} ({writer.codec}), {out_path.stat().st_size / 1e6:.1f} MB."
         )
         return str(out_path), summary
@@ -130,13 +133,15 @@ def build_webcam_tab(ctx: AppContext) -> None:
     with gr.Row():
         webcam = gr.Image(sources=["webcam"], streaming=True, type="numpy", label="webcam")
         live = gr.Image(label="skeletons", type="numpy", format="jpeg", interactive=False, elem_id="webcam-output")
-    live_stats = gr.Markdown("fps and ms per stage appear here once the webcam streams.")
+    live_stats = gr.Markdown("fps and ms per stage appear here once the webcam streams.", elem_id="webcam-stats")
     session = gr.State(None, time_to_live=900)
     stream_inputs = [webcam, mode, cycles, smoothing, detect_every, threshold, session]
     stream_frame = make_stream_frame(ctx)
+    # trigger_mode stays gradio's default for streams ("multiple"): "always_last" answers the first frame
+    # and then nothing more (tests/test_app_browser.py counts the frames of a 15 s stream).
     webcam.stream(stream_frame, stream_inputs, [live, live_stats, session], stream_every=STREAM_EVERY_S,
                   time_limit=STREAM_TIME_LIMIT_S, concurrency_limit=2, concurrency_id="live",
-                  api_name="webcam_stream", api_visibility="undocumented", show_progress="hidden", trigger_mode="always_last")
+                  api_name="webcam_stream", api_visibility="undocumented", show_progress="hidden")
     # The same callback on one frame as a plain request: gradio_client cannot follow a streaming event,
     # so API users and the tests send single frames here.
     one_frame = gr.Button("one frame", visible=False)

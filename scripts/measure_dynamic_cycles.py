@@ -132,7 +132,9 @@ def main() -> None:
     parser.add_argument("--skip-cycles", action="store_true")
     args = parser.parse_args()
     start = time.perf_counter()
-    predictor = Predictor(model=args.model, weights=args.weights, detector=None, num_threads=args.threads)
+    # torch: dynamic cycles save compute there (an ONNX graph computes all its cycles in one call)
+    predictor = Predictor(model=args.model, weights=args.weights, detector=None, num_threads=args.threads,
+                          backend="torch")
     info = predictor.weights_info
     print(f"weights: {info.source} {info.location or ''} - {info.description}")
     if not info.trained:

@@ -58,9 +58,9 @@ def main() -> None:
             graphs["onnxruntime fp32"][count] = fp32
             graphs["onnxruntime int8"][count] = quantize_int8(fp32, Path(tmp) / f"model{count}.int8.onnx").path
         predictors = {
-            "torch as loaded": {c: Predictor(model=model, detector=None, cpu_speedups=False, num_threads=args.threads)
-                                for c in (1, cycles)},
-            "torch speed-ups": {c: Predictor(model=model, detector=None, num_threads=args.threads)
+            "torch as loaded": {c: Predictor(model=model, detector=None, cpu_speedups=False, num_threads=args.threads,
+                                             backend="torch") for c in (1, cycles)},
+            "torch speed-ups": {c: Predictor(model=model, detector=None, num_threads=args.threads, backend="torch")
                                 for c in (1, cycles)},
             **{name: {c: Predictor(weights=path, backend="onnx", detector=None, num_threads=args.threads)
                       for c, path in paths.items()} for name, paths in graphs.items()},

@@ -40,7 +40,8 @@ def configurations(max_people: int, cycles: int) -> list[tuple[str, LiveSettings
                          bf16=False, max_people=max_people, cycles=cycles)
     steps = [("naive: full frame, detector (6 passes) every frame, plain fp32 model", naive)]
     steps.append(("+ frames shrunk to 480 px", dataclasses.replace(steps[-1][1], max_side=480)))
-    steps.append(("+ single-pass detector", dataclasses.replace(steps[-1][1], detector="ssdlite-fast")))
+    steps.append(("+ the studio's detector ('best': RTMDet-nano when present, one pass)",
+                  dataclasses.replace(steps[-1][1], detector="best")))
     steps.append(("+ detector every 5th frame, boxes tracked from keypoints",
                   dataclasses.replace(steps[-1][1], detect_every=5)))
     steps.append(("+ BN folded, channels-last", dataclasses.replace(steps[-1][1], fast_model=True)))
@@ -72,6 +73,10 @@ def main(argv: list[str] | None = None) -> None:
     import torch
 
     weights = ctx.weights_info
+    # the app chooses its backend (backend="auto") in a background thread: wait, so that measuring the
+    # candidates does not slow down the frames timed here
+    ctx.predictor().planner.wait()
+    print(f"backend: {ctx.predictor().backend_status()}")
     print(f"clip: {clip.name} ({info.width}x{info.height}, {len(frames)} frames used); weights: "
           f"{weights.description[:90]}; model input {'x'.join(map(str, ctx.predictor().config.image_size))}; "
           f"torch threads {torch.get_num_threads()}; load average {os.getloadavg()[0]:.2f}")

@@ -1,6 +1,9 @@
 """Speed benchmark on this machine: SDPose-T per person (torch eager, onnxruntime fp32 and int8) for 1, 2
 and 3 cycles, where its time goes (stem, embedding, one cycle, head, decoding), the person detector,
-MediaPipe BlazePose, torch CPU speed-ups and the int8 methods.
+MediaPipe BlazePose, PP-TinyPose (ncnn, when installed and its files are there: per person at 128x96 and
+256x192, and SDPose's single pass / PP-TinyPose at the same input size), torch CPU speed-ups, the int8
+methods, and what backend="auto" chooses. bf16 rows are timed in the main table only on CPUs with native
+bf16 (elsewhere marked "not native here"); the speed-up table times bf16 anyway and marks it.
 
     python -m sdpose_core.benchmark [--json out.json] [--threads N] [--weights DIR] [--image-size H W] [--quick]
     OMP_WAIT_POLICY=PASSIVE python -m sdpose_core.benchmark      # on a shared / busy machine (see notes)
@@ -23,10 +26,7 @@ import argparse
 import json
 import os
 import platform
-import statistics
 import tempfile
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -35,42 +35,22 @@ import torch
 
 from sdpose_core.benchmark_models import QUICK_MODEL, benchmark_models  # noqa: F401  (QUICK_MODEL re-exported)
 from sdpose_core.benchmark_report import GOALS, format_report, goal_ratios  # noqa: F401  (GOALS re-exported)
+from sdpose_core.benchmark_sections import (  # noqa: F401  (time_round_robin re-exported)
+    Call,
+    auto_backend_section,
+    detector_section,
+    mediapipe_section,
+    time_round_robin,
+    tinypose_section,
+)
 from sdpose_core.cpu_inference import prepare_for_cpu, prepare_for_onnx
-from sdpose_core.errors import SDPoseError
 from sdpose_core.export import OnnxPoseModel, export_onnx, load_real_crops
 from sdpose_core.paths import data_root
 from sdpose_core.quantize import DEFAULT_METHOD, QUANT_METHODS, quantize_int8
 
 BACKENDS = ("torch eager", "torch fast", "torch fast bf16", "onnxruntime fp32", "onnxruntime int8")
-Call = tuple[Callable[[], Any], int]  # (function, people per call)
-
-
-def time_round_robin(calls: dict[str, Call], rounds: int, warmup: int = 1, pause_s: float = 0.02,
-                     cpu_ms: dict[str, float] | None = None) -> dict[str, float]:
-    """Median milliseconds per person of each call, timed one after another in every round.
-
-    Calls run in the dict's order; when the runtime changes (the name's part before the first space,
-    e.g. "torch" / "onnxruntime") the timer pauses `pause_s` so that the threads of one runtime have gone
-    idle before the other's are timed (two thread pools fighting over 2 cores distort both).
-    `cpu_ms`, when given, receives each call's median process CPU milliseconds per person (all threads):
-    the compute it cost, which other load on the machine inflates far less than the wall-clock time.
-    """
-    samples: dict[str, list[float]] = {name: [] for name in calls}
-    cpu_samples: dict[str, list[float]] = {name: [] for name in calls}
-    for round_index in range(warmup + rounds):
-        runtime = None
-        for name, (fn, people) in calls.items():
-            if name.split(" ", 1)[0] != runtime:
-                runtime = name.split(" ", 1)[0]
-                time.sleep(pause_s)
-            cpu_start, start = time.process_time(), time.perf_counter()
-            fn()
-            if round_index >= warmup:
-                samples[name].append((time.perf_counter() - start) * 1e3 / people)
-                cpu_samples[name].append((time.process_time() - cpu_start) * 1e3 / people)
-    if cpu_ms is not None:
-        cpu_ms.update({name: statistics.median(values) for name, values in cpu_samples.items()})
-    return {name: statistics.median(values) for name, values in samples.items()}
+BF16_ROW = "torch fast bf16"  # timed only on CPUs with native bf16 (sdpose_core.precision)
+NOT_NATIVE = "not native here: this CPU has no native bf16, where bf16 autocast is emulated (see torch_speedups)"
 
 
 def _cpu_name() -> str:
@@ -122,7 +102,10 @@ def _sdpose_section(model: torch.nn.Module, crops: np.ndarray, cycles: list[int]
     "torch fast" is `prepare_for_cpu` (BN folded, channels_last stem); "torch fast bf16" adds bf16 autocast.
     The ONNX graphs are exported from `prepare_for_onnx(model)` (patch embedding as a strided Conv).
     """
+    from sdpose_core.precision import cpu_has_native_bf16
+
     fast = prepare_for_cpu(model)
+    native_bf16 = cpu_has_native_bf16()
     graphs: dict[str, dict[int, OnnxPoseModel]] = {"onnxruntime fp32": {}, "onnxruntime int8": {}}
     int8_reports = {}
     for c in cycles:
@@ -132,14 +115,17 @@ def _sdpose_section(model: torch.nn.Module, crops: np.ndarray, cycles: list[int]
         int8_reports[f"cycles{c}"] = report.to_dict()
         graphs["onnxruntime fp32"][c] = OnnxPoseModel(fp32_path, threads=torch.get_num_threads())
         graphs["onnxruntime int8"][c] = OnnxPoseModel(report.path, threads=torch.get_num_threads())
-    table: dict[str, dict[str, dict[str, float]]] = {backend: {} for backend in BACKENDS}
-    cpu_table: dict[str, dict[str, dict[str, float]]] = {backend: {} for backend in BACKENDS}
+    timed = [b for b in BACKENDS if b != BF16_ROW or native_bf16]
+    table: dict[str, dict[str, dict[str, float]]] = {backend: {} for backend in timed}
+    cpu_table: dict[str, dict[str, dict[str, float]]] = {backend: {} for backend in timed}
     for batch in batches:
         images = _batch_of(crops, batch)
         tensor = torch.from_numpy(images)
         calls: dict[str, Call] = {}
         for backend, net, bf16 in (("torch eager", model, False), ("torch fast", fast, False),
-                                   ("torch fast bf16", fast, True)):  # torch first, then onnxruntime
+                                   (BF16_ROW, fast, True)):  # torch first, then onnxruntime
+            if backend not in table:
+                continue
             for c in cycles:
                 calls[f"{backend}|{c}"] = (lambda c=c, net=net, x=tensor, bf16=bf16: _forward(net, x, c, bf16), batch)
         for backend, by_cycles in graphs.items():
@@ -152,7 +138,8 @@ def _sdpose_section(model: torch.nn.Module, crops: np.ndarray, cycles: list[int]
             backend, c = key.split("|")
             table[backend].setdefault(f"batch{batch}", {})[f"cycles{c}"] = round(ms, 2)
             cpu_table[backend].setdefault(f"batch{batch}", {})[f"cycles{c}"] = round(cpu_ms[key], 2)
-    return {"ms_per_person": table, "cpu_ms_per_person": cpu_table, "int8": int8_reports}
+    not_timed = {} if native_bf16 else {BF16_ROW: NOT_NATIVE}
+    return {"ms_per_person": table, "cpu_ms_per_person": cpu_table, "int8": int8_reports, "not_timed": not_timed}
 
 
 def _speedups_section(model: torch.nn.Module, crops: np.ndarray, batches: list[int],
@@ -174,7 +161,11 @@ def _speedups_section(model: torch.nn.Module, crops: np.ndarray, batches: list[i
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
             return net(images, cycles=1)[0].heatmaps
 
-    result: dict[str, Any] = {"ms_per_person": {}, "ratio_to_plain": {}, "max_abs_heatmap_diff": {}}
+    from sdpose_core.precision import cpu_has_native_bf16
+
+    result: dict[str, Any] = {"ms_per_person": {}, "ratio_to_plain": {}, "max_abs_heatmap_diff": {},
+                              "not_native_here": [] if cpu_has_native_bf16() else
+                              [name for name, (_, _, bf16) in variants.items() if bf16]}
     with torch.inference_mode():
         reference = run(variants["plain"], torch.from_numpy(crops)).float()
         for name, variant in variants.items():
@@ -222,36 +213,6 @@ def _int8_methods_section(model: torch.nn.Module, crops: np.ndarray, batches: li
     return {"ms_per_person": speed, "cpu_ms_per_person": cpu_speed, "accuracy": accuracy, "default": DEFAULT_METHOD}
 
 
-def _detector_section(image: np.ndarray, rounds: int) -> dict[str, Any]:
-    from sdpose_core.detection import PersonDetector
-
-    try:
-        single, default = PersonDetector(tiles=0, flip=False), PersonDetector()
-    except SDPoseError as exc:
-        return {"error": str(exc)}
-    cpu_ms: dict[str, float] = {}
-    medians = time_round_robin({"cv2 single_pass": (lambda: single.detect(image), 1),
-                                "cv2 default": (lambda: default.detect(image), 1)}, rounds, cpu_ms=cpu_ms)
-    return {"ms_per_image": {k.split(" ", 1)[1]: round(v, 2) for k, v in medians.items()},
-            "cpu_ms_per_image": {k.split(" ", 1)[1]: round(v, 2) for k, v in cpu_ms.items()},
-            "passes": {"single_pass": single.passes, "default": default.passes},
-            "people_found": {"single_pass": len(single.detect(image)), "default": len(default.detect(image))}}
-
-
-def _mediapipe_section(image: np.ndarray, box: np.ndarray, rounds: int) -> dict[str, Any]:
-    from sdpose_core.baselines import MediaPipePose
-
-    try:
-        with MediaPipePose() as pose:
-            found = pose.predict(image, [box])[0].found
-            cpu_ms: dict[str, float] = {}
-            medians = time_round_robin({"mediapipe": (lambda: pose.predict(image, [box]), 1)}, rounds, cpu_ms=cpu_ms)
-    except SDPoseError as exc:
-        return {"error": str(exc)}
-    return {"ms_per_person": round(medians["mediapipe"], 2), "cpu_ms_per_person": round(cpu_ms["mediapipe"], 2),
-            "pose_found": bool(found)}
-
-
 def _stages_section(model: torch.nn.Module, crops: np.ndarray, batches: list[int],
                     rounds: dict[int, int]) -> dict[str, Any]:
     """Where the time goes: stem, patch embedding (+ position), one cycle of the shared blocks, the heatmap
@@ -292,13 +253,17 @@ def _stages_section(model: torch.nn.Module, crops: np.ndarray, batches: list[int
 def run_benchmark(json_out: str | os.PathLike | None = None, quick: bool = False, threads: int | None = None,
                   model_name: str = "sdpose-t", weights: str | None = None, int8_method: str = DEFAULT_METHOD,
                   rounds: int | None = None, verbose: bool = True,
-                  image_size: tuple[int, int] | None = None) -> dict[str, Any]:
+                  image_size: tuple[int, int] | None = None,
+                  tinypose_folder: str | os.PathLike | None = None) -> dict[str, Any]:
     """Measure everything in one run and return (and optionally write as JSON) the results.
 
     Models: `weights`, else SDPose-T at `image_size`, else the embedded default's configuration and the
     paper's 256x192 (see `benchmark_models`). `result["models"][label]` holds each one's table, stage
     profile and goal ratios; `result["sdpose"]` / `result["ratios"]` repeat the first (primary) model's.
     `quick=True` uses a tiny model config, batches 1 and 2 and two rounds: for tests of the plumbing only.
+    PP-TinyPose is timed at its two input sizes when the ncnn package and its files (`tinypose_folder`, else
+    <teachers>/pp_tinypose) are there; `result["auto_backend"]` is what backend="auto" picks for the primary
+    model, measured in this run.
     """
     threads = int(threads or os.cpu_count() or 1)
     previous_threads = torch.get_num_threads()
@@ -333,8 +298,9 @@ def run_benchmark(json_out: str | os.PathLike | None = None, quick: bool = False
             "models": {},
             "notes": notes,
         }
-        result["detector"] = _detector_section(image, per_batch[1])
-        result["mediapipe"] = _mediapipe_section(image, box, per_batch[1])
+        result["detector"] = detector_section(image, per_batch[1])
+        result["mediapipe"] = mediapipe_section(image, box, per_batch[1])
+        result["tinypose"] = tinypose_section(per_batch[1], tinypose_folder)
         mediapipe_ms = result["mediapipe"].get("ms_per_person")
         with tempfile.TemporaryDirectory(prefix="sdpose_bench_") as tmp:
             for index, (label, (model, source)) in enumerate(models.items()):
@@ -350,11 +316,13 @@ def run_benchmark(json_out: str | os.PathLike | None = None, quick: bool = False
                 result["models"][label] = {
                     "model_config": model.config.to_dict(), "weights": source, "sdpose": sdpose,
                     "stages": _stages_section(model, crops, batches, per_batch),
-                    "ratios": goal_ratios(sdpose, cycles, mediapipe_ms),
+                    "ratios": goal_ratios(sdpose, cycles, mediapipe_ms, model.config.image_size,
+                                          result["tinypose"].get("ms_per_person")),
                 }
                 if index == 0:
                     result["torch_speedups"] = _speedups_section(model, crops, batches, per_batch)
                     result["int8_methods"] = _int8_methods_section(model, crops, batches, per_batch, workdir)
+                    result["auto_backend"] = auto_backend_section(model, threads, workdir)
         result["sdpose"] = result["models"][primary]["sdpose"]
         result["ratios"] = result["models"][primary]["ratios"]
         result["environment"]["load_average_after"] = [round(v, 2) for v in os.getloadavg()]
@@ -379,10 +347,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--image-size", type=int, nargs=2, metavar=("H", "W"),
                         help="time SDPose-T at this input only (heatmaps H/4 x W/4); default: the embedded "
                              "default's configuration and the paper's 256x192")
+    parser.add_argument("--tinypose", metavar="DIR", help="folder with the PP-TinyPose ncnn files (default: "
+                        "$SDPOSE_TEACHERS/pp_tinypose, else ../shared/teachers/pp_tinypose)")
     args = parser.parse_args(argv)
     run_benchmark(args.json_out, quick=args.quick, threads=args.threads, weights=args.weights,
                   int8_method=args.int8_method, rounds=args.rounds,
-                  image_size=tuple(args.image_size) if args.image_size else None)
+                  image_size=tuple(args.image_size) if args.image_size else None, tinypose_folder=args.tinypose)
 
 
 if __name__ == "__main__":

@@ -43,8 +43,10 @@ def benchmark_models(quick: bool = False, weights: str | None = None, image_size
         model = load_pretrained(weights).eval()
         return {label(model, "given weights"): (model, str(weights))}
     torch.manual_seed(0)
-    if quick:
-        model = build_model(model_name, **QUICK_MODEL).eval()
+    if quick:  # at `image_size` when given (e.g. 128x96, to be compared with PP-TinyPose of that size)
+        size = dict(image_size=tuple(image_size), heatmap_size=(image_size[0] // 4, image_size[1] // 4)) \
+            if image_size else {}
+        model = build_model(model_name, **{**QUICK_MODEL, **size}).eval()
         return {label(model, "tiny, plumbing check"): (model, "random init (seed 0)")}
     random_note = f"random init (seed 0) {model_name}: timings are weight-independent, int8 accuracy is not"
     if image_size:

@@ -19,6 +19,7 @@ from typing import Any
 
 import torch
 
+from sdpose_core.checkpoint_files import EXPECTED_WEIGHTS, not_a_torch_file, torch_load_problem
 from sdpose_core.errors import CheckpointError
 from sdpose_core.hub import HubFetchError, fetch_snapshot
 from sdpose_core.models.config import ModelConfig
@@ -163,14 +164,17 @@ def _read_state_file(path: Path, allow_pickle: bool) -> dict[str, Any]:
     if path.suffix == ".safetensors":
         from safetensors.torch import load_file
 
-        return load_file(str(path))
+        try:
+            return load_file(str(path))
+        except Exception as exc:  # noqa: BLE001 - safetensors raises its own error types for a bad header
+            raise CheckpointError(f"{path} is not a readable safetensors file ({exc}); {EXPECTED_WEIGHTS}") from None
+    problem = not_a_torch_file(path)
+    if problem is not None:
+        raise CheckpointError(f"{path} is not a readable PyTorch checkpoint ({problem}); {EXPECTED_WEIGHTS}")
     try:
         return torch.load(path, map_location="cpu", weights_only=not allow_pickle)
     except Exception as exc:  # unpickling errors come in several types; all mean "cannot read safely"
-        raise CheckpointError(
-            f"cannot read checkpoint {path}: {exc}. If it is a trusted official checkpoint that stores "
-            "non-tensor metadata, pass allow_pickle=True (runs pickle code: only for files you trust)."
-        ) from exc
+        raise CheckpointError(f"cannot read checkpoint {path}: {torch_load_problem(exc)}") from exc
 
 
 def _unwrap(obj: Any, source: str) -> dict[str, torch.Tensor]:

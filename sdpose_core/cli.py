@@ -92,7 +92,8 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--cycles", type=int, help="training cycles of the Multi-Cycled Transformer")
     p.add_argument("--image-size", type=int, nargs=2, metavar=("H", "W"), help="input size; heatmaps are 1/4")
     p.add_argument("--amp", action=argparse.BooleanOptionalAction,
-                   help="mixed precision (fp16 + GradScaler on CUDA, bf16 on CPU); default on for CUDA only")
+                   help="mixed precision: fp16 + GradScaler on CUDA; bf16 autocast on CPUs with native bf16 "
+                        "(avx512_bf16 / amx_bf16) only, fp32 elsewhere (the log says which and why); default on")
     p.add_argument("--device", help="auto (default), cpu, cuda or cuda:N")
     p.add_argument("--max-steps", type=int, help="stop after this many optimisation steps (smoke tests)")
     p.add_argument("--detach-teacher", action="store_true", help="stop gradients through the later cycle")
@@ -139,6 +140,9 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--workers", type=int, default=0)
     p.add_argument("--device", default="auto")
+    p.add_argument("--amp", action=argparse.BooleanOptionalAction, default=None,
+                   help="bf16 autocast: on CPUs with native bf16 (avx512_bf16 / amx_bf16) by default and with "
+                        "--amp, fp32 elsewhere (the output says which and why); --no-amp: always fp32")
     p.add_argument("--override", dest="model_overrides", action="append", type=parse_override, default=[],
                    metavar="KEY=VALUE", help="ModelConfig field when building --model (e.g. num_keypoints=17)")
     p.set_defaults(func=cmd_evaluate)
@@ -268,8 +272,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         weights=args.weights, ann=args.ann, images=args.images, model_name=args.model, boxes=args.boxes,
         det_score_threshold=args.det_score_threshold, cycles=args.cycles, flip=args.flip, decode=args.decode,
         dataset=args.dataset, batch_size=args.batch_size, workers=args.workers, device=args.device,
-        model_overrides=dict(args.model_overrides), save_preds=args.save_preds,
+        model_overrides=dict(args.model_overrides), save_preds=args.save_preds, amp=args.amp,
     )
+    print(f"precision: {report['precision']}")
     rows = [{"cycle": int(c.removeprefix("cycle")), **m} for c, m in report["metrics"].items()]
     return _report_evaluation(args, report, f"{report['model']['name']} ({'flip test' if args.flip else 'no flip'})",
                               rows)

@@ -19,7 +19,8 @@ plain model (round-robin medians, one run; OMP_WAIT_POLICY=PASSIVE, see the benc
   weight and bias. Alone it is within noise, with channels_last it removes passes over NHWC maps.
 - bf16 autocast (`torch.autocast("cpu", dtype=torch.bfloat16)`) is the largest gain on CPUs with
   AVX512-BF16/AMX but changes the heatmaps by ~1% of their peak, so it is a caller's choice (e.g. the
-  evaluation's `amp_dtype=torch.bfloat16`), not done here.
+  evaluation's `amp_dtype=torch.bfloat16`), not done here. On CPUs without native bf16 it is emulated and
+  several times SLOWER than fp32: callers use it only where `sdpose_core.precision.cpu_has_native_bf16()`.
 
 For ONNX, `prepare_for_onnx(model)` turns the patch embedding (patchify reshape/transpose + Linear) into
 the equivalent strided Conv (`ConvPatchEmbed`, heatmaps within 1e-6), which onnxruntime runs faster and

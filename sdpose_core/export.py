@@ -31,6 +31,7 @@ from torch import nn
 from sdpose_core.errors import CheckpointError, ConfigError, DataError, SDPoseError
 from sdpose_core.models.config import ModelConfig
 from sdpose_core.paths import data_root
+from sdpose_core.precision import cpu_has_int8_dot
 
 INPUT_NAME = "images"
 OUTPUT_PREFIX = "heatmaps_cycle"
@@ -38,6 +39,7 @@ META_FORMAT = "sdpose.format"
 META_CONFIG = "sdpose.config"
 META_CYCLES = "sdpose.cycles"
 META_PRECISION = "sdpose.precision"
+META_QUANTIZATION = "sdpose.quantization"  # int8 graphs: JSON {method, calibration, types}
 META_WEIGHTS = "sdpose.weights"
 FORMAT_VERSION = "1"
 DEFAULT_ATOL = 1e-4
@@ -284,6 +286,11 @@ class OnnxPoseModel:
         self.cycles = int(self.metadata[META_CYCLES])
         self.precision = self.metadata.get(META_PRECISION, "fp32")
         self.weights_info = self.metadata.get(META_WEIGHTS)
+        self.notes = [] if self.int8_types != "u8s8" or cpu_has_int8_dot() else [
+            f"{self.path.name} is int8 with u8 x s8 products, which saturate on this CPU (no VNNI / AMX): its "
+            "heatmaps can be far from fp32; quantize it again on this machine (sdpose export --int8 picks u8 x u8)"]
+        for note in self.notes:
+            warnings.warn(note, stacklevel=2)
         self.threads = threads
         self.session = ort.InferenceSession(str(self.path), session_options(threads, spin),
                                             providers=["CPUExecutionProvider"])
@@ -294,6 +301,16 @@ class OnnxPoseModel:
         if self.output_names != output_names(self.cycles):
             raise CheckpointError(f"{self.path}: outputs {self.output_names} do not match the "
                                   f"{self.cycles} cycles in its metadata")
+
+    @property
+    def int8_types(self) -> str | None:
+        """"u8s8" / "u8u8" for an int8 graph (graphs made before the types were recorded are u8s8), else None."""
+        if not self.precision.startswith("int8"):
+            return None
+        try:
+            return str(json.loads(self.metadata.get(META_QUANTIZATION, "{}")).get("types", "u8s8"))
+        except ValueError:
+            return "u8s8"
 
     @property
     def input_size(self) -> tuple[int, int]:

@@ -1,4 +1,5 @@
-"""Where shared data lives. `SDPOSE_DATA` overrides the default `../shared/data` beside the project."""
+"""Where shared data lives. `SDPOSE_DATA` overrides the default `../shared/data` beside the project
+(`SDPOSE_REFERENCE`, `SDPOSE_TEACHERS` the other shared folders)."""
 
 from __future__ import annotations
 
@@ -22,3 +23,11 @@ def reference_root() -> Path:
     if env:
         return Path(env).expanduser().resolve()
     return (PROJECT_ROOT.parent / "shared" / "reference").resolve()
+
+
+def teachers_root() -> Path:
+    """Pretrained teacher / baseline models: `$SDPOSE_TEACHERS`, else `<project>/../shared/teachers`."""
+    env = os.environ.get("SDPOSE_TEACHERS")
+    if env:
+        return Path(env).expanduser().resolve()
+    return (PROJECT_ROOT.parent / "shared" / "teachers").resolve()

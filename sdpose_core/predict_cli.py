@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 from typing import Any
 
 from sdpose_core.predictor import BACKENDS, DEFAULT_DYNAMIC_TOLERANCE, DETECTORS
@@ -25,8 +26,14 @@ def add_inference_commands(sub: Any) -> None:
     p.add_argument("--model", help="variant name; omit to use what --weights contain (default sdpose-t)")
     p.add_argument("--weights", help=WEIGHTS_HELP)
     p.add_argument("--device", default="cpu")
-    p.add_argument("--backend", choices=BACKENDS, default="torch")
-    p.add_argument("--detector", choices=DETECTORS, default="ssdlite")
+    p.add_argument("--backend", choices=BACKENDS, default=None,
+                   help="auto (default, or $SDPOSE_BACKEND): the fastest backend whose heatmaps match fp32 torch on "
+                        "this machine, chosen once and cached in ~/.cache/sdpose ($SDPOSE_CACHE_DIR); torch, "
+                        "torch-bf16 (CPUs with native bf16 only), onnx (--weights is an .onnx file), onnx-fp32, "
+                        "onnx-int8 (exported from the weights); every result's timing line names what ran")
+    p.add_argument("--detector", choices=DETECTORS, default="best",
+                   help="person detector: best (default: RTMDet-nano, else YOLOX-Nano, else SSDLite, from "
+                        "$SDPOSE_DETECTORS or ../shared/detectors), a named one, or whole-image")
     p.add_argument("--cycles", type=int, help="cycles to run (default: the model's training cycles)")
     p.add_argument("--flip", action="store_true", help="flip test (average with the mirrored crop)")
     p.add_argument("--dynamic", action="store_true", help="stop each person once two cycles agree")
@@ -34,6 +41,9 @@ def add_inference_commands(sub: Any) -> None:
                    help="largest keypoint move (heatmap px) between cycles that counts as agreement")
     p.add_argument("--max-persons", type=int, default=20)
     p.add_argument("--json", action="store_true", help="also write per-image / per-frame JSON")
+    p.add_argument("--ann", metavar="GT.json",
+                   help="COCO-format annotations of the images: coco_results.json takes their image ids (matched "
+                        "by file name), so `sdpose eval-preds --ann GT.json` can score it; implies --json")
     p.add_argument("--smooth", action="store_true", help="One-Euro temporal smoothing on videos")
     p.add_argument("--stride", type=int, default=1, help="every N-th video frame")
     p.add_argument("--max-frames", type=int, help="at most this many frames per video")
@@ -60,6 +70,9 @@ def add_inference_commands(sub: Any) -> None:
     p.add_argument("--image-size", type=int, nargs=2, metavar=("H", "W"),
                    help="time SDPose-T at this input only (heatmaps H/4 x W/4); default: the embedded default's "
                         "configuration and the paper's 256x192")
+    p.add_argument("--tinypose", metavar="DIR",
+                   help="folder with the PP-TinyPose ncnn files (default: $SDPOSE_TEACHERS/pp_tinypose, else "
+                        "../shared/teachers/pp_tinypose); timed when it and the ncnn package are there")
     p.set_defaults(func=cmd_benchmark)
 
 
@@ -69,14 +82,24 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
     predictor = Predictor(model=args.model, weights=args.weights, device=args.device, backend=args.backend,
                           detector=args.detector, max_persons=args.max_persons)
+    if predictor.backend == "auto" and predictor.select_backend(
+            log=lambda text: print(text, file=sys.stderr, flush=True)) is not None:
+        print(predictor.backend_status(), file=sys.stderr, flush=True)
     if not predictor.weights_info.trained:
         print(f"WARNING: {predictor.weights_info.description}", file=sys.stderr, flush=True)
-    report = predict_media(predictor, args.inputs, args.out, cycles=args.cycles, json_output=args.json,
+    report = predict_media(predictor, args.inputs, args.out, cycles=args.cycles, json_output=args.json or bool(args.ann),
                            smooth=args.smooth, flip=args.flip, stride=args.stride, max_frames=args.max_frames,
                            progress=not args.no_progress, dynamic=args.dynamic,
-                           dynamic_tolerance=args.dynamic_tolerance)
+                           dynamic_tolerance=args.dynamic_tolerance, annotations=args.ann)
     for path in report.outputs:
         print(path)
+    for entry in report.images:
+        timings = entry["timings_ms"]
+        print(f"timing: {Path(entry['file']).name}: pose {timings['pose_ms']:.0f} ms, total {timings['total_ms']:.0f} ms; "
+              f"{entry['backend']}", file=sys.stderr)
+    for entry in report.videos:
+        print(f"timing: {Path(entry['file']).name}: median {entry['median_ms_per_frame']} ms/frame; "
+              f"{entry['backend']}", file=sys.stderr)
     for entry in [*report.images, *report.videos]:
         for note in entry.get("notes", []):
             print(f"note: {note}", file=sys.stderr)
@@ -95,5 +118,5 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
     from sdpose_core.benchmark import run_benchmark
 
     run_benchmark(args.json_out, quick=args.quick, threads=args.threads, weights=args.weights, rounds=args.rounds,
-                  image_size=tuple(args.image_size) if args.image_size else None)
+                  image_size=tuple(args.image_size) if args.image_size else None, tinypose_folder=args.tinypose)
     return 0

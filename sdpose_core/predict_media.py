@@ -6,7 +6,8 @@
 
 Writes into `out_dir`:
 - for every image: `<stem>_pose.jpg` (skeletons drawn);
-- `coco_results.json`: COCO keypoint results of all images (image_id = the image's `id` below);
+- `coco_results.json`: COCO keypoint results of all images (image_id = the image's `id` below: its id in
+  `annotations` when given, matched by file name, so the file scores with `sdpose eval-preds`; else 0, 1, 2...);
 - for every video: `<stem>_pose.mp4` (annotated, every processed frame; H.264, which browsers play, when
   PyAV is installed: the entry's `codec` / `browser_playable` say so), `<stem>_frames.json` (per frame:
   index, time, people with box, score and keypoints; raw keypoints too when smoothed) and
@@ -89,6 +90,41 @@ def _unique_stem(path: Path, used: set[str]) -> str:
     return stem
 
 
+def image_ids_from_annotations(annotations: str | os.PathLike, images: Sequence[Path],
+                               num_keypoints: int | None = None) -> list[int]:
+    """The COCO image id of each image in `images`, looked up by file name (without folders) in the
+    `annotations` JSON, so predictions can be scored against it. Raises DataError naming the files that
+    the annotations do not list (or list twice), and when the keypoint layouts differ."""
+    from sdpose_core.evaluation.validation import check_annotations, load_json, resolve_dataset
+
+    ann = check_annotations(load_json(annotations, "annotation"), str(annotations))
+    layout = resolve_dataset(None, ann, str(annotations))
+    if num_keypoints is not None and layout.num_keypoints != num_keypoints:
+        raise DataError(f"{annotations} has {layout.num_keypoints} keypoints per person ({layout.name}) but the "
+                        f"model predicts {num_keypoints}: pass annotations of the model's dataset")
+    ids_by_name: dict[str, list[int]] = {}
+    for entry in ann["images"]:
+        if entry.get("file_name"):
+            ids_by_name.setdefault(Path(str(entry["file_name"])).name, []).append(int(entry["id"]))
+    ids: list[int] = []
+    unknown: list[str] = []
+    twice: list[str] = []
+    for path in images:
+        found = ids_by_name.get(path.name, [])
+        if len(found) != 1 or found[0] in ids:
+            (unknown if not found else twice).append(path.name)
+        else:
+            ids.append(found[0])
+    for names, problem in ((unknown, "not listed in"),
+                           (twice, "given twice, or whose file name is listed twice, in")):
+        if names:
+            shown = ", ".join(names[:8]) + (f" and {len(names) - 8} more" if len(names) > 8 else "")
+            raise DataError(f"{len(names)} image(s) {problem} {annotations} (image ids are looked up by file "
+                            f"name): {shown}; pass only images that the annotation file lists once, or leave "
+                            "--ann out")
+    return ids
+
+
 def _people_json(result: Any, keypoints: Sequence[np.ndarray], raw: Sequence[np.ndarray] | None) -> list[dict]:
     people = []
     for index, person in enumerate(result.people):
@@ -130,16 +166,23 @@ def predict_media(
     progress: bool = True,
     dynamic: bool = False,
     dynamic_tolerance: float | None = None,
+    annotations: str | os.PathLike | None = None,
 ) -> MediaReport:
     """Run `predictor` (a `sdpose_core.predictor.Predictor`) over images / videos / folders.
 
     `stride`: every stride-th video frame; `max_frames`: at most this many per video; `smooth`: One-Euro
     filter the video keypoints (`smoothing` overrides DEFAULT_SMOOTHING); `score_threshold`: joints
-    below it are drawn as uncertain; `dynamic` / `dynamic_tolerance`: see `Predictor.predict`. Returns a MediaReport (also written to predictions.json).
+    below it are drawn as uncertain; `dynamic` / `dynamic_tolerance`: see `Predictor.predict`; `annotations`:
+    a COCO-format JSON whose image ids (matched by file name) the image results take. Returns a
+    MediaReport (also written to predictions.json).
     """
     from sdpose_core.predict_input import load_image
 
     media = collect_media(inputs)  # before creating anything: a bad input fails fast
+    images = [path for path, kind in media if kind == "image"]
+    layout = getattr(predictor, "layout", None)
+    image_ids = list(range(len(images))) if annotations is None else image_ids_from_annotations(
+        annotations, images, getattr(layout, "num_keypoints", None))
     options: dict[str, Any] = {"cycles": cycles, "flip": flip, "dynamic": dynamic}
     if dynamic_tolerance is not None:
         options["dynamic_tolerance"] = dynamic_tolerance
@@ -148,8 +191,8 @@ def predict_media(
     report = MediaReport(out)
     used: set[str] = set()
     all_results: list[dict] = []
-    images = [path for path, kind in media if kind == "image"]
-    for image_id, path in enumerate(_progress(images, progress and len(images) > 1, desc="images", unit="img")):
+    progress_images = _progress(images, progress and len(images) > 1, desc="images", unit="img")
+    for image_id, path in zip(image_ids, progress_images, strict=True):
         image = load_image(path)
         result = predictor.predict(image, **options)
         keypoints = [p.keypoints for p in result.people]
@@ -163,7 +206,8 @@ def predict_media(
         report.images.append({"id": image_id, "file": str(path), "output": str(target),
                               "width": int(image.shape[1]), "height": int(image.shape[0]),
                               "people": _people_json(result, keypoints, None),
-                              "timings_ms": result.timings.to_dict(), "notes": list(result.notes)})
+                              "timings_ms": result.timings.to_dict(), "backend": result.backend_line,
+                              "notes": list(result.notes)})
     for path in (p for p, kind in media if kind == "video"):
         report.videos.append(_predict_video(predictor, path, out, _unique_stem(path, used), options, stride,
                                             score_threshold, max_frames, smooth, smoothing, json_output, progress))
@@ -172,6 +216,7 @@ def predict_media(
                "backend": getattr(predictor, "backend", None),
                "weights": weights.to_dict() if hasattr(weights, "to_dict") else weights,
                "cycles": cycles, "flip": flip, "smooth": (smoothing or DEFAULT_SMOOTHING) if smooth else None,
+               "annotations": str(annotations) if annotations is not None else None,
                "images": report.images, "videos": report.videos}
     if json_output:
         if report.images:
@@ -187,7 +232,7 @@ def _predict_video(predictor: Any, path: Path, out: Path, stem: str, options: di
     info = video_info(path)
     smoother = KeypointSmoother(**(smoothing or DEFAULT_SMOOTHING)) if smooth else None
     target = out / f"{stem}_pose.mp4"
-    frames_json, coco_results, timings = [], [], []
+    frames_json, coco_results, timings, backends = [], [], [], {}
     expected = -(-info.frame_count // stride) if info.frame_count > 0 else None
     if max_frames is not None and expected is not None:
         expected = min(expected, max_frames)
@@ -197,6 +242,7 @@ def _predict_video(predictor: Any, path: Path, out: Path, stem: str, options: di
         for frame in _progress(frames, progress, total=expected, desc=path.name, unit="frame"):
             result = predictor.predict(frame.image, **options)
             timings.append(result.timings.total_ms)
+            backends[result.backend_line] = backends.get(result.backend_line, 0) + 1
             raw = [p.keypoints for p in result.people]
             keypoints = smoother(raw, frame.time_s) if smoother is not None else raw
             people = np.array(keypoints).reshape(len(keypoints), -1, 3) if keypoints else \
@@ -211,6 +257,8 @@ def _predict_video(predictor: Any, path: Path, out: Path, stem: str, options: di
         "browser_playable": writer.browser_playable, "fps": info.fps, "stride": stride,
         "frames": writer.frames_written, "width": info.width, "height": info.height,
         "median_ms_per_frame": round(statistics.median(timings), 2) if timings else None,
+        # what ran the frames (an automatic choice made while the video runs shows up as two entries)
+        "backend": "; ".join(f"{line} ({count} frames)" for line, count in backends.items()) or None,
         "smoothing_resets": smoother.resets if smoother is not None else None,
         "notes": [],
     }

@@ -148,9 +148,16 @@ class PredictionResult:
     weights_info: WeightsInfo
     timings: Timings
     notes: list[str] = field(default_factory=list)
+    # what ran this call, for people: e.g. "onnxruntime int8 (auto: fastest matching fp32 on this machine ...)"
+    backend_detail: str = ""
 
     def __len__(self) -> int:
         return len(self.people)
+
+    @property
+    def backend_line(self) -> str:
+        """'backend: <what ran>' for timing displays (`backend_detail`, else the backend's name)."""
+        return f"backend: {self.backend_detail or self.backend}"
 
     @property
     def cycles_used(self) -> list[int]:
@@ -179,6 +186,7 @@ class PredictionResult:
         """JSON-ready summary (no heatmaps or crops)."""
         return {
             "image_size": list(self.image_size), "model": self.model_name, "backend": self.backend,
+            "backend_detail": self.backend_detail,
             "layout": self.layout.name, "joints": list(self.layout.joints), "cycles": self.cycles,
             "dynamic": self.dynamic, "dynamic_tolerance": self.dynamic_tolerance, "flip": self.flip,
             "decode": self.decode, "weights": self.weights_info.to_dict(), "timings": self.timings.to_dict(),

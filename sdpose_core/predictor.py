@@ -39,8 +39,10 @@ from torch import nn
 
 from sdpose_core.data.transforms import heatmap_to_image_coords
 from sdpose_core.decode import DECODE_METHODS, heatmap_peaks
+from sdpose_core.detection.factory import BEST, DETECTOR_NAMES
 from sdpose_core.errors import ConfigError
 from sdpose_core.keypoints import get_layout
+from sdpose_core.predict_backend import BACKENDS, BackendPlanner, Plan, default_backend, load_onnx_weights
 from sdpose_core.predict_cycles import ArrayStepper, IterCyclesStepper, TokenStepper, supports_token_dropout
 from sdpose_core.predict_input import crop_people, load_image, parse_boxes, sanitize_boxes, to_rgb_uint8
 from sdpose_core.predict_types import CropBatch, PersonPrediction, PredictionResult, Timings
@@ -49,8 +51,7 @@ from sdpose_core.weights import WeightsInfo, module_info, resolve_weights
 __all__ = ["Predictor", "load_image", "to_rgb_uint8", "DEFAULT_DYNAMIC_TOLERANCE", "configure_threads"]
 
 DEFAULT_DYNAMIC_TOLERANCE = 0.5  # heatmap pixels
-DETECTORS = ("ssdlite", "whole-image")
-BACKENDS = ("torch", "onnx")
+DETECTORS = DETECTOR_NAMES  # "best" (RTMDet-nano > YOLOX-Nano > SSDLite), a named one, "whole-image"
 
 
 def configure_threads(num_threads: int | None = None) -> int:
@@ -83,11 +84,17 @@ class Predictor:
         weights: None (SDPOSE_WEIGHTS, else assets/sdpose-t-default, else UNTRAINED random weights), our
             weights folder, an official .pth, a run's last.pt, or "hf://org/repo[/subdir]"; for
             backend="onnx" the .onnx file. See sdpose_core.weights.
-        device: torch device for backend="torch".
-        backend: "torch" or "onnx" (sdpose_core.export.OnnxPoseModel; all cycles come from one call).
-        detector: "ssdlite" (built-in SSDLite person detector, created on first use), "whole-image",
-            an object with `.detect(image_rgb)`, a callable image -> boxes/scores, or None (then every
-            `predict` call needs `boxes`).
+        device: torch device for the torch backends.
+        backend: None ($SDPOSE_BACKEND, else "auto"), "auto" (the fastest backend whose heatmaps match fp32
+            torch on this machine, chosen on the first call or by `start_backend_selection()`, cached under
+            the user cache folder: sdpose_core.backend_auto), "torch", "torch-bf16" (only on CPUs with native
+            bf16, else fp32 with a note), "onnx" (`weights` is an .onnx export; all cycles come from one call),
+            "onnx-fp32" / "onnx-int8" (exported from the weights into the cache). `result.backend` /
+            `result.backend_detail` say what ran each call (sdpose_core.predict_backend).
+        detector: "best" (the best person detector present, sdpose_core.detection.build_detector: RTMDet-nano,
+            else YOLOX-Nano, else SSDLite; created on first use), one of them by name ("rtmdet-nano",
+            "yolox-nano", "ssdlite", "ssdlite-fast"), "whole-image", an object with `.detect(image_rgb)`, a
+            callable image -> boxes/scores, or None (then every `predict` call needs `boxes`).
         max_persons / min_box_size: detector limits (people kept, smallest box side in pixels).
         decode: "dark" (default, as the official test config) or "argmax".
         num_threads: torch CPU threads (None: torch's default, capped at the CPUs available).
@@ -106,8 +113,8 @@ class Predictor:
         model: str | nn.Module | None = None,
         weights: str | os.PathLike | None = None,
         device: str | torch.device = "cpu",
-        backend: str = "torch",
-        detector: Any = "ssdlite",
+        backend: str | None = None,
+        detector: Any = BEST,
         max_persons: int = 20,
         min_box_size: float = 8,
         *,
@@ -120,6 +127,9 @@ class Predictor:
         cache_dir: str | os.PathLike | None = None,
         hub_timeout_s: float | None = None,
     ) -> None:
+        backend = default_backend() if backend is None else backend
+        if backend == "auto" and weights is not None and str(weights).lower().endswith(".onnx"):
+            backend = "onnx"  # an exported graph is its own backend
         if backend not in BACKENDS:
             raise ConfigError(f"unknown backend {backend!r}; choose one of {BACKENDS}")
         if decode not in DECODE_METHODS:
@@ -138,7 +148,9 @@ class Predictor:
         self.onnx_model: Any = None
         self.model: nn.Module | None = None
         if backend == "onnx":
-            self._init_onnx(model, weights)
+            self.onnx_model, self.weights_info = load_onnx_weights(model, weights, self.num_threads)
+            self.config = self.onnx_model.config
+            self.planner = BackendPlanner(backend, self.num_threads, self.onnx_model)
         elif isinstance(model, nn.Module):
             if weights is not None:
                 from sdpose_core.checkpoint import load_checkpoint
@@ -157,6 +169,7 @@ class Predictor:
                 hub_timeout_s=hub_timeout_s)
         if self.model is not None:
             self.config = self.model.config
+            self.planner = BackendPlanner(backend, self.num_threads)
         self.layout = get_layout(int(self.config.num_keypoints))
         self._detector_spec = detector
         self._detector: Any = None
@@ -167,41 +180,31 @@ class Predictor:
                               ".detect(image_rgb), a callable image -> boxes, or None (pass boxes to predict)")
 
     # ------------------------------------------------------------------------------------------ setup
-    def _init_onnx(self, model: Any, weights: Any) -> None:
-        try:
-            from sdpose_core.export import OnnxPoseModel
-        except ImportError as exc:
-            raise ConfigError(f"backend='onnx' needs sdpose_core.export.OnnxPoseModel, which is not available "
-                              f"({exc}); use backend='torch'") from exc
-        if weights is None:
-            raise ConfigError("backend='onnx' needs weights= the path of an exported .onnx file")
-        self.onnx_model = OnnxPoseModel(weights, threads=self.num_threads)
-        self.config = self.onnx_model.config
-        if isinstance(model, str) and model.lower().replace("_", "-") != self.config.name:
-            raise ConfigError(f"model {model!r} was requested but {weights} holds {self.config.name!r}")
-        # the export stores a free-text weights description; without one, nothing says the weights are trained
-        described = getattr(self.onnx_model, "weights_info", None)
-        trained = bool(described) and not str(described).startswith("UNTRAINED")
-        description = str(described) if described else (
-            "UNTRAINED or unknown: the ONNX file does not say where its weights came from")
-        self.weights_info = WeightsInfo("onnx", str(weights), trained,
-                                        f"{description} ({self.config.name} on onnxruntime, {weights})",
-                                        self.config.to_dict())
+    def start_backend_selection(self) -> bool:
+        """backend="auto": choose in a background thread now (calls meanwhile run on torch and say so);
+        False when there is nothing to choose (a fixed backend, or a model only torch runs)."""
+        return self.planner.start_background(self.model, self.device)
+
+    def select_backend(self, refresh: bool = False, log: Any = None) -> Any:
+        """backend="auto": choose now, in this thread (cheap when cached); the BackendSelection or None."""
+        return self.planner.select(self.model, self.device, refresh=refresh, log=log)
+
+    def backend_status(self) -> str:
+        """One line: the backend asked for and what runs (for the Model tab)."""
+        return self.planner.status()
 
     @property
     def detector(self) -> Any:
-        """The person detector (created on first use: loading SSDLite takes a moment)."""
+        """The person detector (created on first use: loading a detector takes a moment)."""
         spec = self._detector_spec
         if spec is None:
             return None
         with self._detector_lock:
             if self._detector is None:
-                from sdpose_core.detection import PersonDetector, WholeImage, as_detector
+                from sdpose_core.detection import as_detector, build_detector
 
-                if spec == "ssdlite":
-                    self._detector = PersonDetector(min_box_size=self.min_box_size, max_persons=self.max_persons)
-                elif spec == "whole-image":
-                    self._detector = WholeImage()
+                if isinstance(spec, str):
+                    self._detector = build_detector(spec, min_box_size=self.min_box_size, max_persons=self.max_persons)
                 else:
                     self._detector = as_detector(spec, min_box_size=self.min_box_size,
                                                  max_persons=self.max_persons)
@@ -227,7 +230,7 @@ class Predictor:
             detector = self.detector
             if detector is None:
                 raise ConfigError("no boxes given and the Predictor has no detector (detector=None); pass "
-                                  "boxes=[[x, y, w, h], ...] or create it with detector='ssdlite'/'whole-image'")
+                                  "boxes=[[x, y, w, h], ...] or create it with detector='best'/'whole-image'")
             start = time.perf_counter()
             detections = detector.detect(image_rgb)
             detector_ms = (time.perf_counter() - start) * 1e3
@@ -277,26 +280,30 @@ class Predictor:
         if cycles > self.config.cycles:
             notes.append(f"cycles {cycles} > the {self.config.cycles} cycles {self.config.name} is trained with: "
                          "the extra cycles' outputs were never trained")
-        if self.backend == "onnx" and dynamic:
-            notes.append("ONNX computes all cycles in one call: dynamic stopping picks each person's final cycle "
-                         "but saves no compute")
+        plan = self.planner.plan(self.model, self.device, cycles)
         people: list[PersonPrediction] = []
         if len(crops):
-            people = self._run(crops, cycles, flip, dynamic, float(dynamic_tolerance), timings)
+            people, plan = self._run(crops, cycles, flip, dynamic, float(dynamic_tolerance), timings, plan)
+        notes += plan.notes
+        if plan.kind == "onnx" and dynamic:
+            notes.append("ONNX computes all cycles in one call: dynamic stopping picks each person's final cycle "
+                         "but saves no compute")
         timings.total_ms = (time.perf_counter() - start) * 1e3
         return PredictionResult(
             people=people, image_size=(int(image_rgb.shape[0]), int(image_rgb.shape[1])),
-            model_name=str(self.config.name), layout=self.layout, backend=self.backend, cycles=cycles,
+            model_name=str(self.config.name), layout=self.layout, backend=plan.name, cycles=cycles,
             dynamic=bool(dynamic), dynamic_tolerance=float(dynamic_tolerance) if dynamic else None,
             flip=bool(flip), decode=self.decode, weights_info=self.weights_info, timings=timings, notes=notes,
+            backend_detail=plan.detail,
         )
 
     __call__ = predict
 
-    def _stepper(self, crops: CropBatch, cycles: int, flip: bool, dynamic: bool) -> Any:
+    def _stepper(self, crops: CropBatch, cycles: int, flip: bool, dynamic: bool, plan: Plan) -> Any:
         flip_index = self.layout.flip_index() if flip else None
-        if self.backend == "onnx":
-            return ArrayStepper(lambda batch: self.onnx_model(batch, cycles=cycles), crops.images, cycles, flip_index)
+        if plan.kind == "onnx":
+            graph = plan.onnx_model
+            return ArrayStepper(lambda batch: graph(batch, cycles=cycles), crops.images, cycles, flip_index)
         images = crops.images.to(self.device, non_blocking=True)
         model = self._inference_model()
         if dynamic and supports_token_dropout(model):
@@ -316,8 +323,21 @@ class Predictor:
             self._fast_model = (model, prepare_for_cpu(model.eval()))
         return self._fast_model[1]
 
+    def _start_stepper(self, crops: CropBatch, cycles: int, flip: bool, dynamic: bool, plan: Plan) -> tuple[Any, Plan]:
+        """The stepper of `plan`; an automatically chosen ONNX graph that fails here hands over to torch."""
+        try:
+            return self._stepper(crops, cycles, flip, dynamic, plan), plan
+        except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own exception types
+            if plan.kind != "onnx" or self.backend != "auto":
+                raise
+            self.planner.mark_failed(plan)
+            fallback = Plan("torch", f"torch fp32 (auto: {plan.name} failed: {type(exc).__name__})", cycles=cycles,
+                            notes=[f"auto backend: {plan.detail} failed ({type(exc).__name__}: {exc}); torch fp32 "
+                                   "ran this call and runs the next ones"])
+            return self._stepper(crops, cycles, flip, dynamic, fallback), fallback
+
     def _run(self, crops: CropBatch, cycles: int, flip: bool, dynamic: bool, tolerance: float,
-             timings: Timings) -> list[PersonPrediction]:
+             timings: Timings, plan: Plan) -> tuple[list[PersonPrediction], Plan]:
         """Cycle by cycle: forward, decode into image pixels, and (dynamic) retire people that settled."""
         count = len(crops)
         keypoints: list[list[np.ndarray]] = [[] for _ in range(count)]
@@ -326,9 +346,9 @@ class Predictor:
         converged: list[bool | None] = [False if dynamic else None] * count
         previous = np.zeros((count, self.layout.num_keypoints, 2))
         active = np.arange(count)
-        with torch.inference_mode():
+        with torch.inference_mode(), torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=plan.bf16):
             step_start = time.perf_counter()
-            stepper = self._stepper(crops, cycles, flip, dynamic)
+            stepper, plan = self._start_stepper(crops, cycles, flip, dynamic, plan)
             setup_ms = (time.perf_counter() - step_start) * 1e3
             for cycle in range(1, cycles + 1):
                 step_start = time.perf_counter()
@@ -363,7 +383,7 @@ class Predictor:
         heat_h, heat_w = heatmaps[0][0].shape[-2:]
         in_h, in_w = self.config.image_size
         stride = (in_w / heat_w, in_h / heat_h)
-        return [
+        people = [
             PersonPrediction(
                 box_xywh=crops.boxes_xywh[i], box_score=float(crops.box_scores[i]), center=crops.centers[i],
                 scale=crops.scales[i], crop_matrix=crops.matrices[i], heatmap_stride=stride,
@@ -372,3 +392,4 @@ class Predictor:
             )
             for i in range(count)
         ]
+        return people, plan

@@ -213,15 +213,15 @@ def pseudo_label(
 
         teacher = MediaPipePose()
     if detector is None and not cfg.whole_image:
-        from sdpose_core.detection import PersonDetector
+        from sdpose_core.detection import build_detector
 
-        detector = PersonDetector()
+        detector = build_detector()  # the best present, as everywhere else
     counts = {"images_seen": 0, "images_kept": 0, "boxes": 0, "people_kept": 0, "dropped_teacher_none": 0,
               "dropped_unconfident": 0, "dropped_duplicate": 0, "joints_labelled": 0}
     info = {
         "description": f"MediaPipe BlazePose pseudo-labels of {source.name}",
         "teacher": "mediapipe==0.10.21 solutions.pose model_complexity=1 (BlazePose full), per person box",
-        "detector": "whole image is one box" if cfg.whole_image else type(detector).__name__,
+        "detector": "whole image is one box" if cfg.whole_image else getattr(detector, "name", type(detector).__name__),
         "source": str(source), "frames_dir": str(frames_dir) if frames_dir else None,
         "config": asdict(cfg), "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "rules": __doc__.split("\n\n")[2].strip() if __doc__ else "",

@@ -15,15 +15,12 @@ Methods (weights int8, per output channel where the operator allows it):
 The shared crops used for calibration (coco_mini_train) are not the ones used for the check
 (mmpose_coco, other images).
 
-Why "hybrid" is the default (`sdpose_core.benchmark`, 2-core AMD EPYC, SDPose-T single pass, ms/person
-at batch 1 / 8, one round-robin run on a busy machine): fp32 82 / 54, dynamic 74 / 50, static 25 / 32,
-hybrid 25 / 31. Quantizing only the MatMuls barely helps because the conv stem dominates; static and
-hybrid are both ~2x faster. Accuracy against fp32 (max heatmap difference; mean keypoint shift in crop
-pixels): random-init SDPose-T on mmpose_coco crops, dynamic 0.044, static 0.062, hybrid 0.042 (peak 1.6);
-a 128x96 SDPose-T briefly trained here, on 43 coco_mini_train crops not used for calibration: dynamic
-0.025 / 0.19 px, static 0.061 / 0.30 px, hybrid 0.065 / 0.28 px (peak 1.05). Hybrid is as fast as static
-and the transformer keeps per-batch ranges; the AP change on the shared COCO sets is measured by
-scripts/measure_int8_ap.py.
+Why "hybrid" is the default: the conv stem is about half of SDPose-T's multiply-adds, so quantizing only
+the MatMuls barely helps; static and hybrid are both about twice as fast as fp32, and hybrid keeps per-batch
+ranges for the transformer (`sdpose benchmark` prints the speed, scripts/measure_int8_ap.py the AP change).
+
+Integer types: u8 x s8 products where the CPU has VNNI / AMX, u8 x u8 elsewhere (`default_int8_types`),
+because u8 x s8 saturates on CPUs without a 32-bit integer dot product.
 """
 
 from __future__ import annotations
@@ -45,15 +42,17 @@ from sdpose_core.export import (
     CALIBRATION_SPLIT,
     CHECK_SPLIT,
     META_PRECISION,
+    META_QUANTIZATION,
     OnnxPoseModel,
     load_real_crops,
     read_metadata,
     write_metadata,
 )
+from sdpose_core.precision import cpu_has_int8_dot
 
 QUANT_METHODS = ("dynamic", "static", "hybrid")
 DEFAULT_METHOD = "hybrid"
-META_QUANTIZATION = "sdpose.quantization"
+INT8_TYPES = ("u8s8", "u8u8")  # activation x weight types of the integer products
 CALIBRATION_BATCH = 8
 
 
@@ -64,6 +63,7 @@ class QuantReport:
     path: Path
     source: Path
     method: str
+    types: str  # activation x weight integer types, "u8s8" or "u8u8" (see default_int8_types)
     size_bytes: int
     source_size_bytes: int
     quantize_s: float
@@ -83,7 +83,7 @@ class QuantReport:
 
     def summary(self) -> str:
         lines = [
-            f"wrote {self.path} ({self.method} int8, {self.size_bytes / 1e6:.1f} MB from {self.source_size_bytes / 1e6:.1f} MB) "
+            f"wrote {self.path} ({self.method} int8 {self.types}, {self.size_bytes / 1e6:.1f} MB from {self.source_size_bytes / 1e6:.1f} MB) "
             f"in {self.quantize_s:.1f} s" + (f"; calibrated on {self.calibration}" if self.calibration else ""),
             f"vs fp32 on {self.check_inputs}: max heatmap diff {self.max_abs_diff:.4f} (peak {self.heatmap_peak:.3f}), "
             f"keypoint shift mean {self.mean_keypoint_shift_px:.2f} px, max {self.max_keypoint_shift_px:.2f} px, "
@@ -130,21 +130,38 @@ def _calibration_crops(calibration: np.ndarray | Iterable[np.ndarray] | None,
     return crops, f"{len(crops)} given crops"
 
 
+def default_int8_types(flags: set[str] | None = None) -> str:
+    """"u8s8" where the CPU has VNNI / AMX, else "u8u8".
+
+    Without VNNI, onnxruntime's x86 u8 x s8 kernels add pairs of products in 16-bit lanes (vpmaddubsw),
+    which saturate: on an AVX2-only EPYC a random SDPose graph's int8 heatmaps then differed from fp32 by
+    0.95 of a 1.5 peak and 40% of the joints stayed within 4 px. Its u8 x u8 kernels widen to 16 bits
+    before multiplying and cannot saturate (95% within 4 px on the same graph). A graph made here records
+    its types (`sdpose.quantization`), and loading a u8s8 graph on a CPU without VNNI warns.
+    """
+    return "u8s8" if cpu_has_int8_dot(flags) else "u8u8"
+
+
 def quantize_int8(
     onnx_path: str | os.PathLike,
     out_path: str | os.PathLike,
     calibration: np.ndarray | Iterable[np.ndarray] | None = None,
     method: str = DEFAULT_METHOD,
     check_images: np.ndarray | None = None,
+    types: str | None = None,
 ) -> QuantReport:
     """Quantize an fp32 graph from `export_onnx` to int8 and compare the two.
 
     `calibration`: crops (N, 3, H, W) for the static parts; None = 64 real crops of the shared
     coco_mini_train split. `check_images`: inputs of the comparison; None = the held-out shared
-    mmpose_coco crops (random inputs, with a note, when the shared data is absent).
+    mmpose_coco crops (random inputs, with a note, when the shared data is absent). `types`: "u8s8" or
+    "u8u8"; None = `default_int8_types()` for this CPU.
     """
     if method not in QUANT_METHODS:
         raise ConfigError(f"unknown int8 method {method!r}; choose one of {QUANT_METHODS}")
+    types = types or default_int8_types()
+    if types not in INT8_TYPES:
+        raise ConfigError(f"unknown int8 types {types!r}; choose one of {INT8_TYPES}")
     source = Path(onnx_path)
     fp32 = OnnxPoseModel(source, threads=1)
     if fp32.precision != "fp32":
@@ -157,19 +174,22 @@ def quantize_int8(
     previous_disable = logging.root.manager.disable
     logging.disable(logging.WARNING)
     try:
-        calibration_source = _quantize(source, out, fp32, method, calibration)
+        calibration_source = _quantize(source, out, fp32, method, calibration, types)
     finally:
         logging.disable(previous_disable)
-    _carry_metadata(source, out, method, calibration_source)
+    _carry_metadata(source, out, method, calibration_source, types)
     quantize_s = time.perf_counter() - start
-    return compare_to_fp32(fp32, OnnxPoseModel(out, threads=1), method, quantize_s, calibration_source, check_images)
+    return compare_to_fp32(fp32, OnnxPoseModel(out, threads=1), method, quantize_s, calibration_source, check_images,
+                           types)
 
 
 def _quantize(source: Path, out: Path, fp32: OnnxPoseModel, method: str,
-              calibration: np.ndarray | Iterable[np.ndarray] | None) -> str | None:
+              calibration: np.ndarray | Iterable[np.ndarray] | None, types: str) -> str | None:
     """Write the int8 graph; returns what the static parts were calibrated on (None for dynamic)."""
     from onnxruntime.quantization import QuantFormat, QuantType, quantize_dynamic, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    weight_type = QuantType.QInt8 if types == "u8s8" else QuantType.QUInt8
 
     calibration_source = None
     with tempfile.TemporaryDirectory(prefix="sdpose_int8_") as tmp:
@@ -186,25 +206,25 @@ def _quantize(source: Path, out: Path, fp32: OnnxPoseModel, method: str,
                 str(prepared), str(static_out),
                 _CropReader(fp32.input_name, crops, CALIBRATION_BATCH, fp32.fixed_batch),
                 quant_format=QuantFormat.QDQ, op_types_to_quantize=op_types, nodes_to_quantize=nodes,
-                per_channel=True, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                per_channel=True, activation_type=QuantType.QUInt8, weight_type=weight_type,
             )
             dynamic_input = static_out
         if method in ("dynamic", "hybrid"):
             nodes = weight_nodes(dynamic_input, ["MatMul", "Gemm"])
             quantize_dynamic(str(dynamic_input), str(out), op_types_to_quantize=["MatMul", "Gemm"],
-                             nodes_to_quantize=nodes, per_channel=True, weight_type=QuantType.QInt8,
+                             nodes_to_quantize=nodes, per_channel=True, weight_type=weight_type,
                              extra_options={"MatMulConstBOnly": True})
     return calibration_source
 
 
-def _carry_metadata(source: Path, out: Path, method: str, calibration: str | None) -> None:
+def _carry_metadata(source: Path, out: Path, method: str, calibration: str | None, types: str) -> None:
     """The quantizer drops or keeps metadata depending on its path: always copy it, and say how it was made."""
     import onnx
 
     proto = onnx.load(str(out))
     values = dict(read_metadata(source))
     values[META_PRECISION] = f"int8-{method}"
-    values[META_QUANTIZATION] = json.dumps({"method": method, "calibration": calibration})
+    values[META_QUANTIZATION] = json.dumps({"method": method, "calibration": calibration, "types": types})
     write_metadata(proto, values)
     onnx.save(proto, str(out))
 
@@ -220,7 +240,8 @@ def keypoint_shift_px(reference: np.ndarray, other: np.ndarray, input_size: tupl
 
 
 def compare_to_fp32(fp32: OnnxPoseModel, int8: OnnxPoseModel, method: str, quantize_s: float,
-                    calibration: str | None, check_images: np.ndarray | None = None) -> QuantReport:
+                    calibration: str | None, check_images: np.ndarray | None = None,
+                    types: str = "u8s8") -> QuantReport:
     notes = []
     if check_images is None:
         check_images, check_source = load_real_crops(fp32.input_size, limit=None, split=CHECK_SPLIT)
@@ -234,7 +255,7 @@ def compare_to_fp32(fp32: OnnxPoseModel, int8: OnnxPoseModel, method: str, quant
     diff = max(float(np.abs(a - b).max()) for a, b in zip(reference, quantized, strict=True))
     shift = keypoint_shift_px(reference[0], quantized[0], fp32.input_size)
     return QuantReport(
-        path=int8.path, source=fp32.path, method=method, size_bytes=int8.path.stat().st_size,
+        path=int8.path, source=fp32.path, method=method, types=types, size_bytes=int8.path.stat().st_size,
         source_size_bytes=fp32.path.stat().st_size, quantize_s=quantize_s, calibration=calibration,
         check_inputs=check_source, max_abs_diff=diff, heatmap_peak=float(max(np.abs(r).max() for r in reference)),
         mean_keypoint_shift_px=float(shift.mean()), max_keypoint_shift_px=float(shift.max()),

@@ -193,6 +193,11 @@ class ReviewStore:
         entry = self._state["flags"].get(str(int(ann_id)))
         return entry["flag"] if entry else None
 
+    def note_of(self, ann_id: int) -> str:
+        """The note saved with a person's flag ("" when unflagged or saved without one)."""
+        entry = self._state["flags"].get(str(int(ann_id)))
+        return str(entry.get("note", "")) if entry else ""
+
     def _save(self, change: Any) -> None:
         """Apply `change` to the state and write it; on a failed write the state stays as it was."""
         before = copy.deepcopy(self._state)

@@ -6,11 +6,31 @@ on a machine without it.
 
 from __future__ import annotations
 
+import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from sdpose_core.paths import data_root, reference_root
+
+# Tests of other features run the plain torch backend (deterministic, no export); backend="auto" has its own
+# tests (tests/test_backend_auto.py). SDPOSE_BACKEND=auto python -m pytest runs everything under auto.
+os.environ.setdefault("SDPOSE_BACKEND", "torch")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def isolated_sdpose_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """The auto backend caches exported graphs under SDPOSE_CACHE_DIR: tests use a temporary folder, never
+    the user's ~/.cache/sdpose (nor the package)."""
+    folder = tmp_path_factory.mktemp("sdpose_cache")
+    previous = os.environ.get("SDPOSE_CACHE_DIR")
+    os.environ["SDPOSE_CACHE_DIR"] = str(folder)
+    yield folder
+    if previous is None:
+        os.environ.pop("SDPOSE_CACHE_DIR", None)
+    else:
+        os.environ["SDPOSE_CACHE_DIR"] = previous
 
 
 @pytest.fixture(scope="session")

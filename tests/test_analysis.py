@@ -280,6 +280,35 @@ def test_find_sample_sets_lists_the_labelled_shared_sets(shared_data: Path) -> N
     assert {i.bucket for i in crowd.images} == {"medium"} and crowd.detections_path is not None
 
 
+def test_a_large_set_opens_fast_and_samples_repeatably(shared_data: Path) -> None:
+    """lsp_extended: 10,000 images listed and loaded from one directory listing; a seeded sample of found
+    images, the same every time, in the set's order; small sets are never sampled."""
+    import time
+
+    ann = shared_data / "lsp_extended" / "crowdpose.json"
+    if not ann.is_file():
+        pytest.skip(f"{ann} is not in the shared data")
+    start = time.perf_counter()
+    lsp = load_sample_set(ann)
+    seconds = time.perf_counter() - start
+    assert len(lsp.images) == 10000 and not lsp.missing_images
+    # one stat per image made this ~10-20 s on a busy 2-core machine; a listing keeps it a few seconds at most
+    assert seconds < 8, seconds
+    sample = lsp.sample(100)
+    assert len(sample.images) == 100 and sample.num_people == 100
+    assert [i.id for i in sample.images] == sorted(i.id for i in sample.images)  # the set's order
+    assert [i.id for i in lsp.sample(100).images] == [i.id for i in sample.images]  # seeded
+    assert [i.id for i in lsp.sample(100, seed=1).images] != [i.id for i in sample.images]
+    assert "seeded sample (seed 0) of 100 of the 10000 images" in sample.notes[-1]
+    assert sample.image(sample.images[5].id) is sample.images[5]
+    with pytest.raises(DataError, match="pick one of its images"):
+        sample.image(next(i.id for i in lsp.images if i not in sample.images))
+    small = load_sample_set(shared_data / MMPOSE_COCO)
+    assert small.sample(100) is small and small.sample(None) is small
+    with pytest.raises(DataError, match="at least one image"):
+        small.sample(0)
+
+
 def copy_set(shared_data: Path, target: Path, keep_images: int | None = None) -> Path:
     """A writable copy of mmpose_coco (JSON copied, image files linked); `keep_images` links only the first n."""
     source = shared_data / MMPOSE_COCO

@@ -167,6 +167,25 @@ def test_video_upload_returns_a_playable_annotated_video(client, shared_data: Pa
     assert ("(h264)" in summary) if path.endswith(".mp4") else ("(VP80)" in summary)  # codecs browsers play
 
 
+def test_a_failed_compare_is_followed_by_clearing_every_result(app) -> None:
+    """The page side of an error (tests/test_app_browser.py watches it in Chromium): when /compare fails, the
+    browser runs one more event that empties all its outputs, timing table and weights line included."""
+    from app.compare import cleared_results
+
+    demo = app[0]
+    dependencies = demo.config["dependencies"]
+    run = next(d for d in dependencies if d.get("api_name") == "compare")
+    after = [d for d in dependencies if d["trigger_after"] == run["id"]]
+    assert len(after) == 1 and after[0]["trigger_only_on_failure"] and after[0]["outputs"] == run["outputs"]
+    assert demo.fns[after[0]["id"]].fn is cleared_results
+    cleared = dict(zip(run["outputs"], cleared_results(), strict=True))
+    for output, value in cleared.items():
+        component = demo.blocks[output]
+        shown = component.postprocess(value) if not isinstance(value, dict) else value.get("value")
+        assert shown in (None, "", []) or getattr(shown, "data", None) == [], (component, value)
+    assert {type(demo.blocks[o]).__name__ for o, v in cleared.items() if v == ""} == {"HTML", "Markdown"}
+
+
 def test_video_upload_of_a_non_video_says_so(client, tmp_path: Path) -> None:
     fake = tmp_path / "clip.mp4"
     fake.write_bytes(b"not a video at all" * 100)
@@ -195,6 +214,42 @@ def test_model_tab_switches_weights_without_restart(client, ctx, tmp_path: Path,
     finally:
         client.predict(api_name="/reset_weights")
     assert ctx.current_weights is None
+
+
+def test_model_tab_upload_of_no_checkpoint_names_the_file_and_what_is_expected(client, ctx, tmp_path: Path) -> None:
+    bad = tmp_path / "my_weights.pth"
+    bad.write_bytes(np.random.default_rng(0).bytes(4096))
+    before = ctx.current_weights
+    with pytest.raises(Exception) as caught:
+        client.predict("", handle_file(str(bad)), api_name="/load_weights")
+    message = str(caught.value)
+    assert "the uploaded file my_weights.pth is not a readable PyTorch checkpoint" in message, message
+    assert "not a zip/pickle checkpoint: 4,096 bytes starting with" in message
+    assert "expected an official SDPose .pth, our folder with model.safetensors + config.json" in message
+    # neither gradio's copy of the upload (/tmp/gradio/<hash>/...) nor torch's unpickling advice
+    assert "gradio" not in message and str(tmp_path) not in message and "weights_only" not in message
+    assert ctx.current_weights == before
+
+
+def test_model_card_images_are_served_by_the_app(client, ctx) -> None:
+    """The card's `![..](crowd_samples.jpg)` would resolve against the page's address (a 404): the card the
+    Model tab shows links it where the launched app serves it, relative to the page."""
+    import re
+    import urllib.request
+
+    from app.model_tab import ASSETS_MODEL_CARD
+
+    if ctx.weights_info.source != "embedded":
+        pytest.skip(f"the embedded default is not in use here ({ctx.weights_info.description})")
+    banner, summary, card, flops, spec = client.predict(api_name="/reset_weights")
+    image_link = r"!\[[^\]]*\]\(([^)\s]+)"
+    written = re.findall(image_link, ASSETS_MODEL_CARD.read_text())
+    assert "crowd_samples.jpg" in written
+    for name, link in zip(written, re.findall(image_link, card), strict=True):
+        assert not re.match(r"^[a-z]+:|/", link), link  # relative to the page, as the browser resolves it
+        with urllib.request.urlopen(client.src.rstrip("/") + "/" + link, timeout=30) as response:
+            assert response.status == 200 and response.headers["content-type"].startswith("image/")
+            assert response.read() == (ASSETS_MODEL_CARD.parent / name).read_bytes()
 
 
 def test_context_loads_each_weights_once_for_concurrent_users(tmp_path: Path) -> None:

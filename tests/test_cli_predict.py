@@ -137,3 +137,46 @@ def test_truncated_and_headless_videos(shared_data: Path, tmp_path: Path, untrai
     assert len(list(iter_video_frames(tmp_path / "out" / "cut_pose.mp4"))) == frames["frames_written"]
     assert main(["predict", str(tmp_path / "header_only.mp4"), *common]) == 2
     assert "no frame could be decoded" in capsys.readouterr().err.strip().splitlines()[-1]
+
+
+def test_predict_with_ann_writes_results_that_eval_preds_scores(shared_data: Path, tmp_path: Path,
+                                                                 untrained_default, capsys) -> None:
+    """`--ann` gives each image its id in the annotations (by file name), so the pipeline's own
+    coco_results.json scores against the dataset it came from (ids 0, 1, 2... would be refused)."""
+    folder = shared_data / "coco" / "mmpose_coco"
+    gt = json.loads((folder / "person_keypoints.json").read_text())
+    id_of = {entry["file_name"]: entry["id"] for entry in gt["images"]}
+    out = tmp_path / "out"
+    assert main(["predict", str(folder / "images"), "--ann", str(folder / "person_keypoints.json"),
+                 "--out", str(out), "--cycles", "1", "--no-progress"]) == 0  # --ann implies --json
+    summary = json.loads((out / "predictions.json").read_text())
+    assert {Path(i["file"]).name: i["id"] for i in summary["images"]} == id_of
+    results = json.loads((out / "coco_results.json").read_text())
+    people = {i["id"]: len(i["people"]) for i in summary["images"]}
+    assert {r["image_id"] for r in results} == {k for k, n in people.items() if n} and len(results) == sum(
+        people.values())
+    capsys.readouterr()
+    scored = tmp_path / "metrics.json"
+    assert main(["eval-preds", "--ann", str(folder / "person_keypoints.json"), "--preds",
+                 str(out / "coco_results.json"), "--out", str(scored)]) == 0
+    assert "AP " in capsys.readouterr().out
+    metrics = json.loads(scored.read_text())["metrics"]
+    assert set(metrics) >= {"AP", "AP50", "AR"} and all(0.0 <= metrics[k] <= 1.0 for k in ("AP", "AP50", "AR"))
+
+
+def test_predict_with_ann_names_the_images_it_does_not_list(shared_data: Path, tmp_path: Path,
+                                                            untrained_default, capsys) -> None:
+    folder = shared_data / "coco" / "mmpose_coco"
+    stranger = tmp_path / "holiday_photo.jpg"
+    stranger.write_bytes((shared_data / IMAGE).read_bytes())
+    out = tmp_path / "out"
+    code = main(["predict", str(shared_data / IMAGE), str(stranger), "--ann", str(folder / "person_keypoints.json"),
+                 "--out", str(out), "--no-progress"])
+    assert code == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err.startswith("error: 1 image(s) not listed in") and "holiday_photo.jpg" in err
+    assert "000000000785.jpg" not in err and not out.exists()  # refused before anything was written
+    crowd = shared_data / "crowdpose" / "mmpose_crowdpose"
+    assert main(["predict", *map(str, sorted((crowd / "images").glob("*.jpg"))), "--ann", str(crowd / "crowdpose.json"),
+                 "--out", str(out), "--no-progress"]) == 2
+    assert "14 keypoints per person" in capsys.readouterr().err and not out.exists()

@@ -242,19 +242,39 @@ def test_stale_text_graph_is_regenerated(frozen_graph: Path, tmp_path: Path, mon
 # --- real images ------------------------------------------------------------------------------------
 
 def test_recall_on_shared_coco_people(detector: PersonDetector, shared_data: Path) -> None:
-    """Measured (scripts/measure_detector.py): 52 of the 65 non-crowd people with >= 6 visible keypoints
-    (80.0%) at the defaults; 51 when the passes are merged at NMS IoU 0.5 instead of the graph's 0.6 (two
-    people hugging become one box); the single pass finds 42 (64.6%). The 13 misses are small people
-    (median 17% of the image height, found people 45%) in scenes of 5-14 people: 9 get a candidate box
-    scoring 0.01-0.25, 4 none at all (`measure_detector.py --misses`).
+    """Measured (scripts/measure_detector.py): 51 of the 65 non-crowd people with >= 6 visible keypoints
+    (78.5%) at the defaults, 0.70 false positives per image; the single pass finds 42 (64.6%). Before the
+    tile-edge margin (TILE_EDGE_FRACTION) it found 52 at 1.12 FP/image: one person whose box ended 3 px
+    from a tile's inner edge was only found by that tile, while half-person boxes 3-5 px from the cut
+    came back as second boxes on 68 of the first 100 shared CCP photos (one person each).
     """
     report = RecallReport()
     for split in COCO_SPLITS:
         detection_recall(detector, shared_data / split / "person_keypoints.json", shared_data / split / "images",
                          report=report)
     assert report.people == 65
-    assert report.recall >= 0.80, f"found {report.found}/{report.people}"
+    assert report.found >= 51, f"found {report.found}/{report.people}"
     assert np.median(report.best_iou) > 0.75  # found boxes are tight, not just overlapping
+
+
+def test_a_tile_half_of_a_large_person_is_not_a_second_box(detector: PersonDetector, shared_data: Path,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """Shared CCP photos of one standing person filling the frame: the lower tile sees the legs half and
+    puts its box 3-5 px below the cut; with the old 2 px margin and no part merging that was a second box."""
+    def parts(found: list[Detection]) -> int:  # boxes lying mostly inside the best one
+        return sum(1 for d in found[1:] if _inside(d.box_xywh, found[0].box_xywh) >= 0.5)
+
+    images = [load_image(shared_data / "unlabeled/ccp_fullbody" / name) for name in ("0004.jpg", "0016.jpg", "0040.jpg")]
+    assert [parts(detector.detect(image)) for image in images] == [0, 0, 0]
+    monkeypatch.setattr(ssdlite, "TILE_EDGE_FRACTION", 0.0)
+    old = PersonDetector(containment=None)
+    assert [parts(old.detect(image)) for image in images] == [1, 1, 1]
+
+
+def _inside(box: np.ndarray, outer: np.ndarray) -> float:
+    x0, y0 = np.maximum(box[:2], outer[:2])
+    x1, y1 = np.minimum(box[:2] + box[2:], outer[:2] + outer[2:])
+    return max(0.0, x1 - x0) * max(0.0, y1 - y0) / float(box[2] * box[3])
 
 
 def test_overlapping_people_are_not_merged_into_one_box(detector: PersonDetector, shared_data: Path) -> None:

@@ -179,7 +179,8 @@ def test_init_weights_start_from_a_saved_model(shared_data: Path, tmp_path: Path
         Trainer(wrong, DistContext())
 
 
-def test_bf16_autocast_on_cpu_trains(shared_data: Path, tmp_path: Path) -> None:
+def test_amp_on_cpu_trains(shared_data: Path, tmp_path: Path) -> None:
+    # bf16 autocast where the CPU has native bf16, fp32 elsewhere (both ways: tests/test_precision.py)
     result = train(tiny_config(shared_data, tmp_path / "amp", epochs=1, max_steps=2, amp=True))
     state = training_state(tmp_path / "amp")
     assert result.global_step == 2

@@ -130,6 +130,39 @@ def test_unknown_architecture_and_bad_paths(tmp_path: Path, reference_dir: Path,
         load_weights(run)
 
 
+def test_files_that_are_no_checkpoint_say_what_they_are_and_what_is_expected(tmp_path: Path, tiny_folder,
+                                                                             no_env: None) -> None:
+    """Random bytes, an empty file, an LFS pointer or a saved web page named .pth are not unpickling-security
+    questions: the message says what the file is and what weights are expected, without torch's text."""
+    expected = ["expected an official SDPose .pth", "model.safetensors + config.json", "hf://org/repo", ".onnx"]
+    cases = {
+        "random.pth": (np.random.default_rng(0).bytes(5000), "not a zip/pickle checkpoint: 5,000 bytes starting with"),
+        "empty.pth": (b"", "an empty file (0 bytes)"),
+        "pointer.pth": (b"version https://git-lfs.github.com/spec/v1\noid sha256:0\nsize 9\n", "git lfs pull"),
+        "page.pt": (b"<!DOCTYPE html><html><body>Sign in</body></html>", "a web page"),
+        "random.safetensors": (np.random.default_rng(1).bytes(300), "not a readable safetensors file"),
+    }
+    for name, (content, what) in cases.items():
+        (tmp_path / name).write_bytes(content)
+        with pytest.raises(CheckpointError) as caught:
+            load_weights(tmp_path / name)
+        message = str(caught.value)
+        assert message.startswith(str(tmp_path / name)) and what in message, message
+        if name.endswith((".pth", ".pt")):
+            assert "is not a readable PyTorch checkpoint" in message
+        assert all(part in message for part in expected) and "weights_only" not in message, message
+    _, folder = tiny_folder
+    whole = tmp_path / "whole.pth"
+    torch.save(load_weights(folder)[0].state_dict(), whole)
+    (tmp_path / "cut.pth").write_bytes(whole.read_bytes()[:2000])  # a zip that stops part-way
+    with pytest.raises(CheckpointError, match="cut.pth: a truncated or damaged zip archive"):
+        load_weights(tmp_path / "cut.pth")
+    torch.save({"state_dict": load_weights(folder)[0].state_dict(), "meta": np.float64(1.0)}, tmp_path / "meta.pth")
+    with pytest.raises(CheckpointError, match=r"stores Python objects besides tensors \(numpy") as caught:
+        load_weights(tmp_path / "meta.pth")
+    assert "weights_only" not in str(caught.value) and "allow_pickle=True" in str(caught.value)
+
+
 def test_training_state_last_pt(tmp_path: Path, no_env: None) -> None:
     from sdpose_core.engine.state import save_train_state
 

@@ -76,3 +76,103 @@ def detection_recall(detector: PersonDetectorLike, ann_file: str | Path, image_d
         report.found += int(np.sum(best >= iou_threshold))
         report.best_iou.extend(float(v) for v in best)
     return report
+
+
+@dataclass
+class BoxReport:
+    """The shared detectors README's measures, per score threshold: greedy matching by descending score
+    to the best still-unmatched ground-truth box at IoU >= 0.5.
+
+    `recall`: on the non-crowd persons with >= `min_visible` visible keypoints (as `detection_recall`),
+    `recall_kp`: on all non-crowd persons with keypoints; each matched against those boxes only.
+    `false_positives`: detections matched to no non-crowd person (all of them), not counting those
+    lying mostly (>= 50 % of their area) inside a crowd region; duplicates of a matched person count."""
+
+    threshold: float
+    images: int = 0
+    people: int = 0  # non-crowd, >= min_visible visible keypoints
+    found: int = 0
+    people_kp: int = 0  # non-crowd, any keypoint
+    found_kp: int = 0
+    false_positives: int = 0
+    detections: int = 0
+
+    @property
+    def recall(self) -> float:
+        return self.found / self.people if self.people else float("nan")
+
+    @property
+    def recall_kp(self) -> float:
+        return self.found_kp / self.people_kp if self.people_kp else float("nan")
+
+    @property
+    def fp_per_image(self) -> float:
+        return self.false_positives / self.images if self.images else float("nan")
+
+
+def greedy_matches(detections: np.ndarray, truth: np.ndarray, iou_threshold: float = 0.5) -> np.ndarray:
+    """For detections (xywh, best first): the index of the ground-truth box each one takes, -1 for none."""
+    taken = np.zeros(len(truth), dtype=bool)
+    matches = np.full(len(detections), -1)
+    if not len(truth) or not len(detections):
+        return matches
+    ious = iou_xywh(detections, truth)
+    for index, row in enumerate(ious):
+        row = np.where(taken, -1.0, row)
+        best = int(np.argmax(row))
+        if row[best] >= iou_threshold:
+            taken[best] = True
+            matches[index] = best
+    return matches
+
+
+def _inside_fraction(boxes: np.ndarray, regions: np.ndarray) -> np.ndarray:
+    """For each box: the largest fraction of its area inside any one region (all xywh)."""
+    if not len(regions) or not len(boxes):
+        return np.zeros(len(boxes))
+    x0 = np.maximum(boxes[:, None, 0], regions[None, :, 0])
+    y0 = np.maximum(boxes[:, None, 1], regions[None, :, 1])
+    x1 = np.minimum((boxes[:, 0] + boxes[:, 2])[:, None], (regions[:, 0] + regions[:, 2])[None])
+    y1 = np.minimum((boxes[:, 1] + boxes[:, 3])[:, None], (regions[:, 1] + regions[:, 3])[None])
+    inter = np.clip(x1 - x0, 0, None) * np.clip(y1 - y0, 0, None)
+    return (inter / np.maximum(boxes[:, 2] * boxes[:, 3], 1e-12)[:, None]).max(axis=1)
+
+
+def box_reports(detector: PersonDetectorLike, ann_file: str | Path, image_dir: str | Path,
+                thresholds: tuple[float, ...], reports: list[BoxReport] | None = None,
+                min_visible: int = 6) -> list[BoxReport]:
+    """Run `detector` once per image of a COCO keypoint file; score its boxes at each of `thresholds`
+    (the detector's own threshold must be at or below the lowest)."""
+    try:
+        data = json.loads(Path(ann_file).read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise DataError(f"cannot read COCO annotations {ann_file}: {exc}") from exc
+    reports = reports if reports is not None else [BoxReport(t) for t in thresholds]
+    by_image: dict[int, list[dict]] = {image["id"]: [] for image in data["images"]}
+    for ann in data["annotations"]:
+        by_image[ann["image_id"]].append(ann)
+    for info in data["images"]:
+        anns = by_image[info["id"]]
+        people = np.array([a["bbox"] for a in anns if not a.get("iscrowd", 0)], dtype=np.float64).reshape(-1, 4)
+        with_kp = np.array([a["bbox"] for a in anns if not a.get("iscrowd", 0) and a.get("num_keypoints", 0) > 0],
+                           dtype=np.float64).reshape(-1, 4)
+        visible = np.array([a["bbox"] for a in anns if not a.get("iscrowd", 0)
+                            and int(np.sum(np.asarray(a.get("keypoints", []))[2::3] == 2)) >= min_visible],
+                           dtype=np.float64).reshape(-1, 4)
+        crowd = np.array([a["bbox"] for a in anns if a.get("iscrowd", 0)], dtype=np.float64).reshape(-1, 4)
+        detections = detector.detect(load_image(Path(image_dir) / info["file_name"]))
+        boxes = np.array([d.box_xywh for d in detections], dtype=np.float64).reshape(-1, 4)
+        scores = np.array([d.score for d in detections], dtype=np.float64)
+        order = np.argsort(-scores, kind="stable")
+        boxes, scores = boxes[order], scores[order]
+        for report in reports:
+            kept = boxes[scores >= report.threshold]
+            report.images += 1
+            report.detections += len(kept)
+            report.people += len(visible)
+            report.found += int(np.sum(greedy_matches(kept, visible) >= 0))
+            report.people_kp += len(with_kp)
+            report.found_kp += int(np.sum(greedy_matches(kept, with_kp) >= 0))
+            unmatched = kept[greedy_matches(kept, people) < 0]
+            report.false_positives += int(np.sum(_inside_fraction(unmatched, crowd) < 0.5))
+    return reports

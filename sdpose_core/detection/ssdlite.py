@@ -29,6 +29,7 @@ from typing import Any, Protocol, runtime_checkable
 import cv2
 import numpy as np
 
+from sdpose_core.detection.boxes import PART_CONTAINMENT, merge_parts
 from sdpose_core.detection.textgraph import build_text_graph, text_graph_source_digest
 from sdpose_core.errors import CheckpointError, DataError
 from sdpose_core.image_io import to_rgb_uint8
@@ -44,6 +45,7 @@ PERSON_CLASS_ID = 1  # DetectionOutput label; 0 is background
 # Merging the passes at the same IoU never drops a box that one pass alone would keep; a stricter 0.5
 # merged away one of two people hugging (GT boxes at IoU 0.36) on the shared COCO images.
 GRAPH_NMS_IOU = 0.6
+TILE_EDGE_FRACTION = 0.04  # of a tile's long side: boxes this close to its inner edge are cut (raw_detections)
 
 
 @dataclass(frozen=True, eq=False)  # eq on arrays would be ambiguous
@@ -115,8 +117,9 @@ def as_rgb_uint8(image: Any) -> np.ndarray:
 
 def postprocess_boxes(boxes_xywh: np.ndarray, scores: np.ndarray, image_size: tuple[int, int],
                       score_threshold: float, nms_iou: float, min_box_size: float,
-                      max_persons: int) -> list[Detection]:
-    """Clip to the image, drop low scores and small boxes, NMS, keep the best `max_persons`."""
+                      max_persons: int, containment: float | None = None) -> list[Detection]:
+    """Clip to the image, drop low scores and small boxes, NMS, drop part-of-a-person boxes
+    (`merge_parts`, when `containment` is set), keep the best `max_persons`."""
     boxes = np.asarray(boxes_xywh, dtype=np.float64).reshape(-1, 4)
     scores = np.asarray(scores, dtype=np.float64).reshape(-1)
     if len(boxes) != len(scores):
@@ -134,27 +137,39 @@ def postprocess_boxes(boxes_xywh: np.ndarray, scores: np.ndarray, image_size: tu
         return []
     picked = np.asarray(cv2.dnn.NMSBoxes(clipped.tolist(), scores.tolist(), float(score_threshold),
                                          float(nms_iou)), dtype=np.int64).reshape(-1)
-    picked = picked[np.argsort(-scores[picked], kind="stable")][:max_persons]
+    picked = picked[np.argsort(-scores[picked], kind="stable")]
+    if containment is not None:
+        picked = picked[merge_parts(clipped[picked], containment)]
+    picked = picked[:max_persons]
     return [Detection(box_xywh=clipped[i].astype(np.float32), score=float(scores[i])) for i in picked]
 
 
 class _Postprocessing:
-    def __init__(self, score_threshold: float, nms_iou: float, min_box_size: float, max_persons: int):
+    def __init__(self, score_threshold: float, nms_iou: float, min_box_size: float, max_persons: int,
+                 containment: float | None = None):
         if not 0.0 <= score_threshold <= 1.0 or not 0.0 < nms_iou <= 1.0:
             raise DataError(f"score_threshold must be in [0, 1] and nms_iou in (0, 1], got {score_threshold}, "
                             f"{nms_iou}")
+        if containment is not None and not 0.0 < containment <= 1.0:
+            raise DataError(f"containment must be None or in (0, 1], got {containment}")
         self.score_threshold = float(score_threshold)
         self.nms_iou = float(nms_iou)
         self.min_box_size = float(min_box_size)
         self.max_persons = int(max_persons)
+        self.containment = None if containment is None else float(containment)
 
     def _finish(self, boxes: np.ndarray, scores: np.ndarray, image: np.ndarray) -> list[Detection]:
         return postprocess_boxes(boxes, scores, image.shape[:2], self.score_threshold, self.nms_iou,
-                                 self.min_box_size, self.max_persons)
+                                 self.min_box_size, self.max_persons, self.containment)
 
 
 class WholeImage:
     """The trivial detector: one box covering the whole image (score 1), for single-person crops."""
+
+    name = "whole image"
+
+    def describe(self) -> str:
+        return "whole image (no detector: the whole image is one person)"
 
     def detect(self, image_rgb: np.ndarray) -> list[Detection]:
         image = as_rgb_uint8(image_rgb)
@@ -171,6 +186,10 @@ class CallableDetector(_Postprocessing):
         if not callable(fn):
             raise DataError(f"detector hook must be callable, got {type(fn).__name__}")
         self.fn = fn
+        self.name = getattr(fn, "__name__", type(fn).__name__)
+
+    def describe(self) -> str:
+        return f"custom detector {self.name} (score >= {self.score_threshold:g}, NMS IoU {self.nms_iou:g})"
 
     def detect(self, image_rgb: np.ndarray) -> list[Detection]:
         image = as_rgb_uint8(image_rgb)
@@ -192,9 +211,13 @@ class CallableDetector(_Postprocessing):
 
 
 def as_detector(detector: PersonDetectorLike | DetectorFn | None, **postprocessing: Any) -> PersonDetectorLike:
-    """An object with `.detect`: detectors pass through, callables are wrapped, None -> PersonDetector()."""
+    """An object with `.detect`: detectors pass through, callables are wrapped, None -> the best detector
+    present (factory.build_detector; of `postprocessing` it takes max_persons, min_box_size, score_threshold)."""
     if detector is None:
-        return PersonDetector(**postprocessing)
+        from sdpose_core.detection.factory import build_detector
+
+        keys = ("max_persons", "min_box_size", "score_threshold")
+        return build_detector(**{k: v for k, v in postprocessing.items() if k in keys})
     if isinstance(detector, PersonDetectorLike):
         return detector
     return CallableDetector(detector, **postprocessing)
@@ -224,8 +247,9 @@ class PersonDetector(_Postprocessing):
     The network sees 300x300 pixels, which loses small people, so by default it runs several passes
     and merges them with NMS: the whole image, plus `tiles` overlapping crops along the long side
     (2 halves overlapping by a quarter: the same vertical scale as the full pass but far less
-    horizontal squeeze), each also mirrored when `flip` is set. Boxes that touch a crop's inner edge
-    are dropped (the person is cut; another pass sees them whole). `tiles=0, flip=False` is the
+    horizontal squeeze), each also mirrored when `flip` is set. Boxes within TILE_EDGE_FRACTION of a
+    crop's inner edge are dropped (the person is cut; another pass sees them whole), and boxes that are
+    parts of a better box (`merge_parts`, `containment`) too. `tiles=0, flip=False` is the
     single-pass detector (about 6x faster, lower recall; see scripts/measure_detector.py). The passes
     are merged by NMS at `nms_iou`, by default the graph's own NMS IoU (GRAPH_NMS_IOU).
 
@@ -237,8 +261,8 @@ class PersonDetector(_Postprocessing):
     def __init__(self, score_threshold: float = 0.3, nms_iou: float = GRAPH_NMS_IOU, min_box_size: float = 8,
                  max_persons: int = 20, flip: bool = True, tiles: int = 2, tile_overlap: float = 0.25,
                  max_side: int = 1280, graph_path: str | Path | None = None,
-                 text_graph_path: str | Path | None = None):
-        super().__init__(score_threshold, nms_iou, min_box_size, max_persons)
+                 text_graph_path: str | Path | None = None, containment: float | None = PART_CONTAINMENT):
+        super().__init__(score_threshold, nms_iou, min_box_size, max_persons, containment)
         if tiles < 0 or tiles == 1 or not 0.0 <= tile_overlap < 1.0 or max_side < min(INPUT_SIZE):
             raise DataError(f"tiles must be 0 or >= 2, tile_overlap in [0, 1) and max_side >= {min(INPUT_SIZE)}; "
                             f"got {tiles}, {tile_overlap}, {max_side}")
@@ -256,11 +280,22 @@ class PersonDetector(_Postprocessing):
         except cv2.error as exc:
             raise CheckpointError(f"OpenCV could not load the person detector from {self.graph_path}: {exc}") from exc
         self._lock = threading.Lock()
+        self.fallback_note: str | None = None  # set by factory.build_detector when "best" had to use this
 
     @property
     def passes(self) -> int:
         """Network forward passes per image."""
         return (1 + self.tiles) * (2 if self.flip else 1)
+
+    @property
+    def name(self) -> str:
+        """Short name for the UI and logs."""
+        return f"SSDLite {self.passes} pass{'es' if self.passes > 1 else ''}"
+
+    def describe(self) -> str:
+        text = (f"{self.name} (SSDLite-MobileNetV2 on OpenCV dnn, 300x300, score >= {self.score_threshold:g}; "
+                f"{self.graph_path})")
+        return f"{text}. {self.fallback_note}" if self.fallback_note else text
 
     def _crops(self, height: int, width: int) -> list[tuple[int, int, int, int]]:
         """(x, y, w, h) regions to run: the whole image, then the tiles along the long side."""
@@ -301,9 +336,13 @@ class PersonDetector(_Postprocessing):
         work = image if factor == 1.0 else cv2.resize(
             image, (max(1, round(width * factor)), max(1, round(height * factor))), interpolation=cv2.INTER_AREA)
         work_h, work_w = work.shape[:2]
-        edge = 2.0  # pixels: a box this close to a crop's inner edge is cut by it
+        # A box this close to a crop's inner edge shows a person the cut slices (the network puts such a
+        # box 3-5 px off the cut: with 2 px, a tile's half person came back as a second box). The tiles
+        # overlap by far more than this, so whoever starts in the margin is seen whole by the other tile.
+        edge_fraction = TILE_EDGE_FRACTION
         all_boxes, all_scores = [], []
         for x, y, w, h in self._crops(work_h, work_w):
+            edge = max(2.0, edge_fraction * max(w, h))
             for mirrored in (False, True) if self.flip else (False,):
                 corners, scores = self._forward(work[y:y + h, x:x + w], mirrored)
                 corners = corners * [w, h, w, h] + [x, y, x, y]
@@ -322,3 +361,4 @@ class PersonDetector(_Postprocessing):
         image = as_rgb_uint8(image_rgb)
         boxes, scores = self.raw_detections(image)
         return self._finish(boxes, scores, image)
+

@@ -41,7 +41,7 @@ class TrainConfig:
     cycles: int | None = None  # None: the variant's default number of cycles
     image_size: tuple[int, int] | None = None  # (H, W); None: the variant's default; heatmaps are 1/4
     model_overrides: dict[str, Any] = field(default_factory=dict)  # extra ModelConfig fields
-    amp: bool | None = None  # None: on for CUDA (fp16 + GradScaler), off on CPU (see the README numbers)
+    amp: bool | None = None  # None/True: fp16 + GradScaler on CUDA, bf16 on CPUs with native bf16 only, else fp32
     device: str = "auto"
     max_steps: int | None = None  # stop after this many optimisation steps in total (tests, smoke runs)
     detach_teacher: bool = False

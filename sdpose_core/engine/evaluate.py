@@ -120,13 +120,19 @@ def run_evaluation(
     device: str = "auto",
     model_overrides: dict[str, Any] | None = None,
     save_preds: str | None = None,
+    amp: bool | None = None,
 ) -> dict[str, Any]:
-    """Metrics of every cycle 1..cycles plus what was run and how long it took (a JSON-able dict)."""
+    """Metrics of every cycle 1..cycles plus what was run and how long it took (a JSON-able dict).
+
+    `amp`: None (default) / True run bf16 autocast on CPUs with native bf16 only, fp32 elsewhere; False
+    always fp32 (`sdpose_core.precision.resolve_amp`); the report's "precision" says which and why."""
     from sdpose_core.data import TopDownDataset
     from sdpose_core.evaluation import evaluate_coco_on_crowdpose, evaluate_predictions
+    from sdpose_core.precision import resolve_amp
 
     start = time.perf_counter()
     torch_device = resolve_device(device)
+    precision = resolve_amp(amp, torch_device, "evaluation")
     model = load_model_for_eval(weights, model_name, model_overrides, _annotation_layout(ann, dataset))
     model.to(torch_device).eval()
     config = model.config
@@ -151,7 +157,7 @@ def run_evaluation(
     t0 = time.perf_counter()
     predictions = collect_predictions(
         model, data, cycles=cycles, flip=flip, decode=decode, batch_size=batch_size, device=torch_device,
-        num_workers=workers,
+        num_workers=workers, amp_dtype=precision.dtype,
     )
     inference_s = time.perf_counter() - t0
     detected = uses_detected_boxes(data)
@@ -178,6 +184,7 @@ def run_evaluation(
         "decode": decode,
         "cycles": cycles,
         "device": str(torch_device),
+        "precision": precision.reason,
         "metrics": metrics,
         "timings": {
             "load_s": load_s,

@@ -73,16 +73,16 @@ def seed_worker(worker_id: int) -> None:
     random.seed(seed)
 
 
-def resolve_amp(config: TrainConfig, device: torch.device) -> tuple[bool, torch.dtype | None]:
-    """(enabled, dtype): fp16 with GradScaler on CUDA, bf16 autocast on CPU; default on only for CUDA."""
-    enabled = config.amp if config.amp is not None else device.type == "cuda"
-    if not enabled:
-        return False, None
-    if device.type == "cuda":
-        return True, torch.float16
-    if device.type == "cpu":
-        return True, torch.bfloat16
-    raise ConfigError(f"--amp is not supported on device {device}; use --no-amp")
+def resolve_amp(config: TrainConfig, device: torch.device) -> tuple[bool, torch.dtype | None, str]:
+    """(enabled, dtype, why): fp16 with GradScaler on CUDA; on CPU bf16 autocast only where the CPU has
+    native bf16 (`--amp`, the recipes' `"amp": true` and the default alike), else fp32
+    (`sdpose_core.precision.resolve_amp`; the reason is printed and kept in train_config.json)."""
+    from sdpose_core.precision import resolve_amp as resolve_precision
+
+    if config.amp and device.type not in ("cpu", "cuda"):
+        raise ConfigError(f"--amp is not supported on device {device}; use --no-amp")
+    choice = resolve_precision(config.amp, device, "training")
+    return choice.enabled, choice.dtype, choice.reason
 
 
 def train_model_overrides(config: TrainConfig) -> dict[str, Any]:
@@ -163,7 +163,9 @@ class Trainer:
             keypoint_token_weight=config.keypoint_token_weight, visual_token_weight=config.visual_token_weight,
             detach_teacher=config.detach_teacher, heatmap_distill_weight=config.heatmap_distill_weight,
         )
-        self.amp_enabled, self.amp_dtype = resolve_amp(config, self.device)
+        self.amp_enabled, self.amp_dtype, self.precision = resolve_amp(config, self.device)
+        if ctx.is_main:
+            print(f"[sdpose train] precision: {self.precision}", flush=True)
         self.scaler = torch.amp.GradScaler(
             "cuda", enabled=self.amp_enabled and self.device.type == "cuda"
         )
@@ -283,7 +285,8 @@ class Trainer:
         if self.ctx.is_main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             (self.run_dir / "train_config.json").write_text(
-                json.dumps({"train": config.to_dict(), "model": self.model_config.to_dict()}, indent=2)
+                json.dumps({"train": config.to_dict(), "model": self.model_config.to_dict(),
+                            "precision": self.precision}, indent=2)
             )
         with self._stop_on_signals():
             while self.epoch < config.epochs and not self._max_steps_reached() and not self.stop_requested:

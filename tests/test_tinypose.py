@@ -1,0 +1,76 @@
+"""PP-TinyPose (ncnn) as a baseline: clear errors without its files or the optional ncnn package, the scores
+its README measured reproduced through our crops / decoding / COCO evaluation, and `sdpose benchmark`
+comparing SDPose's single pass with it at the same input size."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from sdpose_core import tinypose
+from sdpose_core.errors import ConfigError, DataError
+
+
+@pytest.fixture(scope="module")
+def tinypose_folder() -> Path:
+    pytest.importorskip("ncnn", reason="the optional ncnn package is not installed (pip install ncnn)")
+    folder = tinypose.default_folder()
+    if tinypose.available((128, 96)) is not None:
+        pytest.skip(f"PP-TinyPose files not found in {folder} (set SDPOSE_TEACHERS)")
+    return folder
+
+
+def test_missing_model_files_name_the_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    with pytest.raises(DataError, match=f"{tmp_path}/tinypose_128x96.param.*SDPOSE_TEACHERS"):
+        tinypose.model_files((128, 96), tmp_path)
+    monkeypatch.setenv("SDPOSE_TEACHERS", str(tmp_path / "teachers"))
+    assert tinypose.default_folder() == (tmp_path / "teachers" / "pp_tinypose").resolve()
+    assert "not found" in tinypose.available((256, 192)) or "ncnn" in tinypose.available((256, 192))
+    with pytest.raises(ConfigError, match="not 100x100"):
+        tinypose.model_files((100, 100))
+
+
+def test_reproduces_the_ap_its_readme_measured(tinypose_folder: Path, shared_data: Path) -> None:
+    """README (DARK, no flip, GT boxes, mmpose_coco): AP 0.840 at 256x192 and 0.643 at 128x96."""
+    from sdpose_core.evaluation import evaluate_predictions
+
+    folder = shared_data / "coco" / "mmpose_coco"
+    ann = json.loads((folder / "person_keypoints.json").read_text())
+    for size, readme_ap in (((256, 192), 0.840), ((128, 96), 0.643)):
+        pose = tinypose.TinyPose(size, tinypose_folder)
+        results = []
+        for image in ann["images"]:
+            people = [a for a in ann["annotations"]
+                      if a["image_id"] == image["id"] and not a.get("iscrowd") and a["num_keypoints"] > 0]
+            rgb = cv2.imread(str(folder / "images" / image["file_name"]))[:, :, ::-1]
+            for keypoints in pose.predict(rgb, np.array([a["bbox"] for a in people]).reshape(-1, 4)):
+                results.append({"image_id": image["id"], "category_id": 1, "keypoints": keypoints.reshape(-1).tolist(),
+                                "score": float(keypoints[:, 2].mean())})
+        assert len(results) == 12
+        assert evaluate_predictions(ann, results)["AP"] == pytest.approx(readme_ap, abs=0.006), size
+    with pytest.raises(DataError, match=r"\(N, 3, 128, 96\)"):
+        pose.heatmaps(np.zeros((1, 3, 256, 192), np.float32))
+
+
+@pytest.mark.slow
+def test_benchmark_compares_the_single_pass_with_tinypose(tinypose_folder: Path, shared_data: Path) -> None:
+    from sdpose_core.benchmark import run_benchmark
+    from sdpose_core.benchmark_report import format_report
+
+    result = run_benchmark(quick=True, image_size=(128, 96), verbose=False, tinypose_folder=tinypose_folder)
+    timed = result["tinypose"]["ms_per_person"]
+    assert set(timed) == {"128x96", "256x192"} and min(timed.values()) > 0
+    ratios = result["ratios"]
+    tinypose_keys = [key for key in ratios if "tinypose" in key]
+    assert set(tinypose_keys) == {"single_vs_tinypose", "best_single_vs_tinypose"}
+    best = ratios["best_single_vs_tinypose"]
+    assert best["input"] == "128x96" and best["best"] == pytest.approx(
+        ratios["goals"]["single_pass_ms_per_person"]["best"] / timed["128x96"], rel=0.01)
+    report = format_report(result)
+    assert "PP-TinyPose (ncnn, 1 thread) ms/person: 256x192" in report and "single_pass_vs_tinypose" in report
+    assert "single_pass_vs_mediapipe" in report or "MediaPipe:" in report
+    assert result["auto_backend"]["chosen"]["cycles1"] in ("torch", "onnx-fp32", "onnx-int8", "torch-bf16")
