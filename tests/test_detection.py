@@ -244,9 +244,9 @@ def test_stale_text_graph_is_regenerated(frozen_graph: Path, tmp_path: Path, mon
 def test_recall_on_shared_coco_people(detector: PersonDetector, shared_data: Path) -> None:
     """Measured (scripts/measure_detector.py): 51 of the 65 non-crowd people with >= 6 visible keypoints
     (78.5%) at the defaults, 0.70 false positives per image; the single pass finds 42 (64.6%). Before the
-    tile-edge margin (TILE_EDGE_FRACTION) it found 52 at 1.12 FP/image: one person whose box ended 3 px
-    from a tile's inner edge was only found by that tile, while half-person boxes 3-5 px from the cut
-    came back as second boxes on 68 of the first 100 shared CCP photos (one person each).
+    tile-edge margin (TILE_EDGE_FRACTION) it found 52: one person whose box ended right at a tile's inner
+    edge was only found by that tile, while the same margin turns the half-person boxes of large people
+    into nothing instead of second boxes (the next test).
     """
     report = RecallReport()
     for split in COCO_SPLITS:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import http.server
+import json
 import logging
 import re
 import socket
@@ -159,6 +160,17 @@ def test_part_boxes_merge_but_people_inside_other_boxes_stay(shared_data: Path) 
     split = shared_data / "coco/coco_mini_train"
     hugging = np.stack(load_people(split / "person_keypoints.json")["000000488571.jpg"])
     assert merge_parts(hugging, 0.8).tolist() == [0, 1]  # one box fully inside the other, narrower: two people
+    contained = 0
+    for ann_file in ("coco/coco_mini_train/person_keypoints.json", "coco/mmpose_coco/person_keypoints.json",
+                     "crowdpose/mmpose_crowdpose/crowdpose.json", "crowdpose/exlpose_lowlight/crowdpose.json"):
+        data = json.loads((shared_data / ann_file).read_text())
+        for image in data["images"]:
+            boxes = np.array([a["bbox"] for a in data["annotations"]
+                              if a["image_id"] == image["id"] and not a.get("iscrowd", 0)], dtype=np.float64)
+            assert len(merge_parts(boxes, 0.8)) == len(boxes), (ann_file, image["file_name"])
+            inside = [_inside(a, b) for i, a in enumerate(boxes) for j, b in enumerate(boxes) if i != j]
+            contained += sum(value >= 0.8 for value in inside)
+    assert contained >= 30  # plenty of people lie inside another's box; none of them is merged
 
 
 # --- the factory --------------------------------------------------------------------------------------
@@ -308,11 +320,13 @@ def test_one_large_person_gives_one_box(name: str, shared_data: Path) -> None:
     assert sum(_parts(old.detect(photo)) for photo in photos) >= {"rtmdet-nano": 4, "yolox-nano": 1}[name]
 
 
+def _inside(box: np.ndarray, outer: np.ndarray) -> float:
+    """The fraction of `box`'s area inside `outer` (both xywh)."""
+    x0, y0 = np.maximum(box[:2], outer[:2])
+    x1, y1 = np.minimum(box[:2] + box[2:], outer[:2] + outer[2:])
+    return max(0.0, x1 - x0) * max(0.0, y1 - y0) / max(float(box[2] * box[3]), 1e-12)
+
+
 def _parts(found: list) -> int:
     """Boxes lying at least half inside the best box: a second box for the same person."""
-    def inside(box: np.ndarray, outer: np.ndarray) -> float:
-        x0, y0 = np.maximum(box[:2], outer[:2])
-        x1, y1 = np.minimum(box[:2] + box[2:], outer[:2] + outer[2:])
-        return max(0.0, x1 - x0) * max(0.0, y1 - y0) / float(box[2] * box[3])
-
-    return sum(1 for d in found[1:] if inside(d.box_xywh, found[0].box_xywh) >= 0.5)
+    return sum(1 for d in found[1:] if _inside(d.box_xywh, found[0].box_xywh) >= 0.5)

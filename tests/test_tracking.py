@@ -62,7 +62,7 @@ def test_losing_joints_or_people_asks_for_a_detection() -> None:
 def test_walking_people_in_the_shared_video_keep_full_boxes(shared_data: Path) -> None:
     """sports2d_demo.mp4 (parkour on a roof, a man walking) through LiveSession with the embedded default weights:
     the weak model puts a walking person's joints on a line, so its keypoint box is a strip around the torso.
-    Without the checks most tracked boxes were such strips (under 0.6 of the detected height or 0.4 of its
+    Without the checks many tracked boxes were such strips (under 0.6 of the detected height or 0.4 of its
     width); with them the next frame detects again instead."""
     pytest.importorskip("gradio", reason="the app needs gradio")
     from app.context import AppContext

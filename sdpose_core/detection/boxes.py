@@ -16,10 +16,10 @@ def merge_parts(boxes_xywh: np.ndarray, containment: float) -> np.ndarray:
     body of the same upright person, which NMS keeps because their IoU is low (0.3-0.6). A large person
     gets these from the one-pass detectors (a head-to-knees box beside the full one) and from a tile of
     the multi-pass SSDLite. B is dropped and A kept as it is (taking the union instead made a seated
-    person's box the size of a wrong, taller low-score box). Different people never matched this on
-    the shared COCO / CrowdPose annotations: of the 45 pairs there with one person's box >= 70 % inside
-    another's (a child in front, people hugging, a crowd behind), the inner box spans at most 0.59 of
-    the outer one's width.
+    person's box the size of a wrong, taller low-score box). Different people do not match this: a child
+    in front of an adult, people hugging or a crowd behind lie inside a box but span a small part of its
+    width; no two annotated people of the shared COCO / CrowdPose sets are merged
+    (tests/test_detection_onnx.py).
     """
     boxes = np.asarray(boxes_xywh, dtype=np.float64).reshape(-1, 4)
     kept: list[int] = []

@@ -337,8 +337,9 @@ class PersonDetector(_Postprocessing):
             image, (max(1, round(width * factor)), max(1, round(height * factor))), interpolation=cv2.INTER_AREA)
         work_h, work_w = work.shape[:2]
         # A box this close to a crop's inner edge shows a person the cut slices (the network puts such a
-        # box 3-5 px off the cut: with 2 px, a tile's half person came back as a second box). The tiles
-        # overlap by far more than this, so whoever starts in the margin is seen whole by the other tile.
+        # box a few px off the cut: with 2 px, a tile's half person came back as a second box). The tiles
+        # overlap by far more than this: a person smaller than the overlap who starts in the margin is seen
+        # whole by the other tile; larger people are the whole-image pass's.
         edge_fraction = TILE_EDGE_FRACTION
         all_boxes, all_scores = [], []
         for x, y, w, h in self._crops(work_h, work_w):
