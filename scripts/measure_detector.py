@@ -11,7 +11,7 @@ default settings, on the 40 images of coco/coco_mini_train and coco/mmpose_coco:
 - ms/image: median wall-clock milliseconds per image (whole `detect` call), `--threads` CPU threads
   (default 1) for onnxruntime and OpenCV, after a warm-up; "CPU ms" the same calls' thread CPU time,
   which other work on the machine disturbs less.
-The CPU is named from lscpu. `--sweep` adds recall / FP per input size and score threshold for RTMDet-nano
+The CPU is named with its SIMD / VNNI / bf16 class (sdpose_core.precision.cpu_summary). `--sweep` adds recall / FP per input size and score threshold for RTMDet-nano
 and per threshold for YOLOX-Nano (how the defaults were chosen); `--misses` lists every person the default
 detector misses and why; `--video` counts the people found per frame of the shared sports2d clip.
 Run: `python scripts/measure_detector.py [--runs 3] [--threads 1] [--sweep] [--video] [--misses]`.
@@ -21,9 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import statistics
-import subprocess
 import time
 from collections import Counter
 from typing import Any
@@ -36,25 +34,13 @@ from sdpose_core.detection.onnx_detectors import OnnxPersonDetector, RTMDetNano,
 from sdpose_core.detection.recall import BoxReport, box_reports, iou_xywh
 from sdpose_core.image_io import load_image
 from sdpose_core.paths import data_root
+from sdpose_core.precision import cpu_summary
 
 SPLITS = ("coco/coco_mini_train", "coco/mmpose_coco")
 MIN_VISIBLE = 6
 GOAL = {"recall": 0.88, "fp_per_image": 0.5, "ms": 40.0}
 SWEEP_SIZES = (320, 352, 384, 416, 448, 480, 512, 576, 640)
 SWEEP_THRESHOLDS = (0.2, 0.25, 0.3, 0.35, 0.4, 0.5)
-
-
-def cpu_name() -> str:
-    """lscpu's model name and core count, else platform's."""
-    try:
-        text = subprocess.run(["lscpu"], capture_output=True, text=True, check=True, timeout=10).stdout
-        fields = dict(line.split(":", 1) for line in text.splitlines() if ":" in line)
-        name = fields.get("Model name", "").strip() or platform.processor()
-        flags = fields.get("Flags", "").split()
-        extras = [f for f in ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16") if f in flags]
-        return f"{name}, {fields.get('CPU(s)', '?').strip()} CPUs, {'/'.join(extras) or 'no AVX2'}"
-    except (OSError, subprocess.SubprocessError):
-        return platform.processor() or platform.machine()
 
 
 def score(detector: Any, thresholds: tuple[float, ...]) -> list[BoxReport]:
@@ -91,7 +77,7 @@ def table(threads: int, runs: int) -> None:
     best = build_detector(BEST).name
     import onnxruntime
 
-    print(f"CPU: {cpu_name()}; {threads} thread(s); onnxruntime {onnxruntime.__version__}, OpenCV {cv2.__version__}; "
+    print(f"CPU: {cpu_summary()}; {threads} thread(s); onnxruntime {onnxruntime.__version__}, OpenCV {cv2.__version__}; "
           f"{runs} timed passes over the images")
     print("| detector | settings | recall (>= 6 visible kp) | recall kp | FP/img | ms/image | CPU ms/image |")
     print("|---|---|---|---|---|---|---|")

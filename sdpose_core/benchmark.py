@@ -46,21 +46,12 @@ from sdpose_core.benchmark_sections import (  # noqa: F401  (time_round_robin re
 from sdpose_core.cpu_inference import prepare_for_cpu, prepare_for_onnx
 from sdpose_core.export import OnnxPoseModel, export_onnx, load_real_crops
 from sdpose_core.paths import data_root
+from sdpose_core.precision import cpu_summary
 from sdpose_core.quantize import DEFAULT_METHOD, QUANT_METHODS, quantize_int8
 
 BACKENDS = ("torch eager", "torch fast", "torch fast bf16", "onnxruntime fp32", "onnxruntime int8")
 BF16_ROW = "torch fast bf16"  # timed only on CPUs with native bf16 (sdpose_core.precision)
 NOT_NATIVE = "not native here: this CPU has no native bf16, where bf16 autocast is emulated (see torch_speedups)"
-
-
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
 
 
 def _batch_of(crops: np.ndarray, batch: int) -> np.ndarray:
@@ -287,7 +278,7 @@ def run_benchmark(json_out: str | os.PathLike | None = None, quick: bool = False
         primary = next(iter(models))
         result: dict[str, Any] = {
             "environment": {
-                "cpu": _cpu_name(), "cores": os.cpu_count(), "threads": threads, "torch": torch.__version__,
+                "cpu": cpu_summary(), "cores": os.cpu_count(), "threads": threads, "torch": torch.__version__,
                 "onnxruntime": __import__("onnxruntime").__version__, "python": platform.python_version(),
                 "load_average_before": [round(v, 2) for v in os.getloadavg()],
                 "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY"),

@@ -98,7 +98,7 @@ def _model_lines(label: str, entry: dict[str, Any], settings: dict[str, Any]) ->
 def format_report(result: dict[str, Any]) -> str:
     """The benchmark as plain-text tables."""
     env, settings = result["environment"], result["settings"]
-    lines = [f"{env['cpu']}, {env['cores']} cores, {env['threads']} threads; torch {env['torch']}, "
+    lines = [f"{env['cpu']}; {env['threads']} threads; torch {env['torch']}, "
              f"onnxruntime {env['onnxruntime']}; OMP_WAIT_POLICY={env.get('OMP_WAIT_POLICY')}; "
              f"load average before {env['load_average_before']} after {env.get('load_average_after')}",
              f"inputs: {settings['crops']}; medians of {settings['rounds']} rounds (by batch), round-robin", ""]

@@ -17,6 +17,7 @@ fp32 and the log line says why. CUDA keeps its own rule (fp16 + GradScaler for t
 from __future__ import annotations
 
 import functools
+import os
 import platform
 from dataclasses import dataclass
 from pathlib import Path
@@ -89,6 +90,16 @@ def cpu_has_native_bf16(cpuinfo_text: str | None = None) -> bool:
 def cpu_has_int8_dot(flags: set[str] | None = None) -> bool:
     """True where u8 x s8 products accumulate in 32 bits (VNNI / AMX); `flags` default: this CPU's."""
     return any(flag in (cpu_flags() if flags is None else flags) for flag in INT8_DOT_FLAGS)
+
+
+def cpu_summary(flags: set[str] | None = None) -> str:
+    """'AMD EPYC, 2 cores, AVX2, no VNNI, no native bf16': the CPU class that speed figures depend on (int8 and
+    bf16 most of all), for benchmark and measurement output."""
+    flags = cpu_flags() if flags is None else flags
+    simd = "AVX-512" if "avx512f" in flags else "AVX2" if "avx2" in flags else "no AVX2"
+    int8 = "VNNI/AMX" if cpu_has_int8_dot(flags) else "no VNNI"
+    bf16 = "native bf16" if _native_from_flags(flags) else "no native bf16"
+    return f"{cpu_name()}, {os.cpu_count()} cores, {simd}, {int8}, {bf16}"
 
 
 def cpu_description() -> str:

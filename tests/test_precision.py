@@ -47,6 +47,15 @@ def test_native_bf16_is_read_from_the_cpu_flags(fake_cpu) -> None:
     assert precision.cpu_has_native_bf16() and "Xeon" in precision.cpu_description()
 
 
+def test_cpu_summary_names_the_class_speed_figures_depend_on(fake_cpu) -> None:
+    """Benchmarks and measurement scripts print this line: SIMD level, int8 dot product, bf16."""
+    fake_cpu(AVX2_ONLY)
+    assert precision.cpu_summary().endswith("AVX2, no VNNI, no native bf16")
+    assert precision.cpu_summary().startswith("AMD EPYC, ") and not precision.cpu_has_int8_dot()
+    fake_cpu(SAPPHIRE_RAPIDS)
+    assert precision.cpu_summary().endswith("AVX-512, VNNI/AMX, native bf16") and precision.cpu_has_int8_dot()
+
+
 def test_amp_resolves_to_bf16_only_where_native(fake_cpu) -> None:
     fake_cpu(AVX2_ONLY)
     for requested in (None, True):
