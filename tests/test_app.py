@@ -204,6 +204,8 @@ def test_model_tab_switches_weights_without_restart(client, ctx, tmp_path: Path,
     try:
         banner, summary, card, flops, spec = client.predict(str(saved), None, api_name="/load_weights")
         assert "input 64x48" in summary and "trained with 2 cycles" in summary and str(saved) in summary
+        # the Model tab says which backend runs these weights (the tests pin torch: SDPOSE_BACKEND in conftest)
+        assert f"**Backend:** {ctx.predictor().backend_status()}" in summary and "torch" in summary
         assert [row[0] for row in table(flops)] == [1, 2]
         assert ctx.weights_info.location == str(saved)
         outputs = compare(client, str(shared_data.joinpath(*COMPARE_IMAGE)), cycles=2, detector="whole-image")
