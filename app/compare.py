@@ -17,9 +17,9 @@ import numpy as np
 
 from app.components import checked_image, image_output_file, untrained_banner, user_errors, weights_line
 from app.context import DEFAULT_DETECTOR, DETECTOR_CHOICES, AppContext
-from sdpose_core import compare
+from sdpose_core.analysis import compare
 from sdpose_core.detection.factory import DETECTOR_HELP as DETECTOR_TEXT
-from sdpose_core.image_io import load_image
+from sdpose_core.media.images import load_image
 from sdpose_core.paths import data_root
 
 CURRENT_WEIGHTS = "current (Model tab)"

@@ -149,7 +149,7 @@ class AppContext:
             return list(self._predictors)
 
     def _load(self, key: str) -> Any:
-        from sdpose_core.predictor import Predictor
+        from sdpose_core.inference.predictor import Predictor
 
         spec: str | None = key or None
         if spec and not spec.startswith("hf://"):
@@ -177,7 +177,7 @@ class AppContext:
 
     def fast_predictor(self, weights: str | os.PathLike | None = None) -> Any:
         """A Predictor for live video: the same weights with batch norm folded into the convolutions and
-        the stem in channels-last (sdpose_core.cpu_inference; heatmaps equal to ~1e-6), no detector (the
+        the stem in channels-last (sdpose_core.deploy.cpu_speedups; heatmaps equal to ~1e-6), no detector (the
         caller passes boxes). Cached next to the plain one; ONNX predictors are returned as they are."""
         base = self.predictor(weights)
         if base.model is None or base.backend != "torch":
@@ -187,8 +187,8 @@ class AppContext:
         with self._predictor_lock:
             fast = self._fast.get(id(base))
             if fast is None or fast[0] is not base:
-                from sdpose_core.cpu_inference import prepare_for_cpu
-                from sdpose_core.predictor import Predictor
+                from sdpose_core.deploy.cpu_speedups import prepare_for_cpu
+                from sdpose_core.inference.predictor import Predictor
 
                 model = prepare_for_cpu(base.model)
                 fast = (base, Predictor(model, device=base.device, detector=None, weights_info=base.weights_info,

@@ -111,7 +111,7 @@ def flops_rows(predictor: Any) -> tuple[int | None, list[list[Any]]]:
     """(trainable params, one row per cycle: GFLOPs of that cycle, cumulative, cumulative with attention)."""
     from types import SimpleNamespace
 
-    from sdpose_core.flops import count_flops
+    from sdpose_core.models.flops import count_flops
 
     config = predictor.config
     model = predictor.model if predictor.model is not None else SimpleNamespace(config=config)
@@ -152,7 +152,7 @@ def describe_weights(ctx: AppContext) -> tuple[str, str, str, list[list[Any]], s
 @functools.cache
 def model_family_rows() -> list[list]:
     """One row per variant: parameters and GFLOPs, counted from the models themselves (once: ~2 s)."""
-    from sdpose_core.flops import flops_table
+    from sdpose_core.models.flops import flops_table
 
     return [[r["model"], f"{r['params']:,}", round(r["gflops_single_pass"], 2), r["paper_gflops"],
              round(r["gflops_all_cycles"], 2), r["cycles"]] for r in flops_table()]

@@ -2,7 +2,7 @@
 flag each one ("ok", "gt wrong", "prediction wrong", "ambiguous"), fix a joint by choosing it and clicking
 the picture, and export the corrected COCO JSON and a CSV of flags.
 
-Every change is saved at once, atomically, in the review file (`sdpose_core.review`); reopening the set
+Every change is saved at once, atomically, in the review file (`sdpose_core.analysis.review_store`); reopening the set
 (also after a restart) continues where it stopped. The people are ranked by the predictions of the
 current weights at their trained cycle count with ground-truth boxes (shared with the Samples tab's
 cache); the ranking does not move while you edit.
@@ -32,8 +32,8 @@ from sdpose_core.analysis import (
     rank_disagreement,
     render_comparison,
 )
+from sdpose_core.analysis.review_store import REVIEW_FLAGS, ReviewStore, review_path_for
 from sdpose_core.errors import SDPoseError
-from sdpose_core.review import REVIEW_FLAGS, ReviewStore, review_path_for
 
 VISIBILITY_CHOICES = [("visible (v=2)", 2), ("occluded (v=1)", 1)]
 SELECTED_COLOR = (0, 229, 255)

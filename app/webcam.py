@@ -1,7 +1,7 @@
 """The Webcam & video tab: live skeletons on the webcam stream, and annotated copies of uploaded videos.
 
-Both run `app.live.LiveSession.process` frame by frame (the function scripts/measure_webcam_fps.py
-times). Annotated videos are H.264 mp4 when PyAV is installed (sdpose_core.video writes it through PyAV's
+Both run `sdpose_core.inference.live.LiveSession.process` frame by frame (the function scripts/measure_webcam_fps.py
+times). Annotated videos are H.264 mp4 when PyAV is installed (sdpose_core.media.video writes it through PyAV's
 libx264), else WebM (VP8, which OpenCV's pip wheels write): both play in browsers.
 """
 
@@ -18,8 +18,8 @@ import numpy as np
 
 from app.components import user_errors
 from app.context import AppContext
-from app.live import MODES, LiveSession, LiveSettings
 from sdpose_core.errors import DataError, SDPoseError
+from sdpose_core.inference.live import MODES, LiveSession, LiveSettings
 
 MODE_LABELS = {"single pass (cycle 1)": "single", "N cycles (draws cycle N)": "cycles"}
 MAX_VIDEO_FRAMES = 600
@@ -28,8 +28,8 @@ STREAM_TIME_LIMIT_S = 600  # one streaming session; the user presses record agai
 
 
 def browser_video_suffix() -> str:
-    """.mp4 (H.264) when sdpose_core.video can write it through PyAV, else .webm (VP8 through OpenCV)."""
-    from sdpose_core import video
+    """.mp4 (H.264) when sdpose_core.media.video can write it through PyAV, else .webm (VP8 through OpenCV)."""
+    from sdpose_core.media import video
 
     return ".mp4" if getattr(video, "H264", None) and importlib.util.find_spec("av") else ".webm"
 
@@ -73,7 +73,7 @@ def make_annotate_video(ctx: AppContext):  # noqa: ANN201 - returns the callback
                        threshold: float, max_frames: float, max_side: float,
                        progress: gr.Progress = gr.Progress()) -> tuple[str, str]:  # noqa: B008 - gradio's API
         """Draw the skeletons on every frame of a video (up to `max_frames`); returns a browser-playable WebM."""
-        from sdpose_core.video import VideoWriter, iter_video_frames, video_info
+        from sdpose_core.media.video import VideoWriter, iter_video_frames, video_info
 
         if not video:
             raise gr.Error("Upload a video first (mp4, mov, avi, mkv, webm).")

@@ -19,7 +19,7 @@ import sys
 import time
 from pathlib import Path
 
-from sdpose_core.engine.evaluate import run_baseline_evaluation, run_evaluation
+from sdpose_core.evaluation.evaluate import run_baseline_evaluation, run_evaluation
 from sdpose_core.paths import data_root
 
 RUNS = {
@@ -77,10 +77,10 @@ def mean_oks(weights: str, ann: str, images: str) -> dict[int, float]:
     """Mean over GT people of the OKS between the person and the prediction made from its own GT box."""
     import numpy as np
 
-    from sdpose_core.checkpoint import load_pretrained
     from sdpose_core.data import TopDownDataset
-    from sdpose_core.engine.inference import collect_predictions
+    from sdpose_core.evaluation.loop import collect_predictions
     from sdpose_core.evaluation.oks import compute_oks
+    from sdpose_core.weights.checkpoint import load_pretrained
 
     model = load_pretrained(weights).eval()
     config = model.config

@@ -32,7 +32,7 @@ import numpy as np
 from sdpose_core.detection import BEST, available_detectors, build_detector
 from sdpose_core.detection.onnx_detectors import OnnxPersonDetector, RTMDetNano, YoloxNano
 from sdpose_core.detection.recall import BoxReport, box_reports, iou_xywh
-from sdpose_core.image_io import load_image
+from sdpose_core.media.images import load_image
 from sdpose_core.paths import data_root
 from sdpose_core.precision import cpu_summary
 
@@ -119,13 +119,13 @@ def sweep(threads: int) -> None:
 def video_counts(threads: int, clip: str = "sports2d_demo.mp4", stride: int = 5) -> None:
     """People found per frame of a shared clip, frames shrunk to the live view's 480 px: how often each
     detector finds the two people (the man on the roof and the walker), or nobody."""
-    from sdpose_core.video import iter_video_frames
+    from sdpose_core.media.video import iter_video_frames
 
     path = data_root() / "unlabeled" / "videos" / clip
     counts = {detector.name: Counter() for detector in detectors(threads)}
     found = detectors(threads)
     for frame in iter_video_frames(path, stride=stride):
-        scale = 480 / max(frame.image.shape[:2])  # as app.live.shrink: area averaging to a 480 px long side
+        scale = 480 / max(frame.image.shape[:2])  # as sdpose_core.inference.live.shrink: area averaging to a 480 px long side
         image = cv2.resize(frame.image, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
         for detector in found:
             counts[detector.name][len(detector.detect(image))] += 1

@@ -28,8 +28,8 @@ import torch
 
 from sdpose_core.data import clip_box_xywh
 from sdpose_core.evaluation import evaluate_predictions
+from sdpose_core.inference.predictor import Predictor, load_image
 from sdpose_core.paths import data_root
-from sdpose_core.predictor import Predictor, load_image
 
 SETS = ("coco/coco_mini_train", "coco/mmpose_coco")
 

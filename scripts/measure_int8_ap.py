@@ -1,6 +1,6 @@
 """Keypoint AP of int8 vs fp32 ONNX vs torch on the shared COCO sets (single pass unless --cycles).
 
-Exports the model to ONNX, quantizes it (`sdpose_core.quantize.quantize_int8`, calibrated on
+Exports the model to ONNX, quantizes it (`sdpose_core.deploy.quantize.quantize_int8`, calibrated on
 coco_mini_train crops for the static parts), and scores torch, onnxruntime fp32 and onnxruntime int8 with
 the same decoding and COCOeval on: mmpose_coco with GT boxes, mmpose_coco with the shared detections
 (OKS-NMS), and coco_mini_train with GT boxes (the calibration images: reported, but not a clean test).
@@ -19,15 +19,16 @@ from pathlib import Path
 
 import torch
 
-from sdpose_core.cpu_inference import prepare_for_onnx
 from sdpose_core.data import TopDownDataset
-from sdpose_core.engine.inference import predict_dataset
+from sdpose_core.deploy.cpu_speedups import prepare_for_onnx
+from sdpose_core.deploy.export import export_onnx
+from sdpose_core.deploy.onnx_eval import predict_dataset_onnx
+from sdpose_core.deploy.onnx_runtime import OnnxPoseModel
+from sdpose_core.deploy.quantize import DEFAULT_METHOD, QUANT_METHODS, quantize_int8
 from sdpose_core.evaluation import evaluate_predictions
-from sdpose_core.export import OnnxPoseModel, export_onnx
-from sdpose_core.onnx_eval import predict_dataset_onnx
+from sdpose_core.evaluation.loop import predict_dataset
 from sdpose_core.paths import data_root
-from sdpose_core.quantize import DEFAULT_METHOD, QUANT_METHODS, quantize_int8
-from sdpose_core.weights import resolve_weights
+from sdpose_core.weights.load import resolve_weights
 
 METRICS = ("AP", "AP50", "AP75", "AR")
 
@@ -69,7 +70,7 @@ def main() -> None:
     table: dict[str, dict[str, dict[str, float]]] = {}
     with tempfile.TemporaryDirectory(prefix="sdpose_int8_ap_") as tmp:
         fp32_path = Path(tmp) / "model.onnx"
-        # the graph the benchmark times: patch embedding as a strided Conv (sdpose_core.cpu_inference)
+        # the graph the benchmark times: patch embedding as a strided Conv (sdpose_core.deploy.cpu_speedups)
         print(export_onnx(prepare_for_onnx(model), fp32_path, cycles=args.cycles,
                           weights_info=info.description).summary())
         report = quantize_int8(fp32_path, Path(tmp) / "model.int8.onnx", method=args.method)

@@ -2,7 +2,7 @@
 
     python scripts/measure_int8_types.py            # embedded default, hybrid int8, 2 threads
 
-Each graph is made by `sdpose_core.quantize.quantize_int8(..., types=...)` and compared with the fp32 graph on
+Each graph is made by `sdpose_core.deploy.quantize.quantize_int8(..., types=...)` and compared with the fp32 graph on
 the held-out shared mmpose_coco crops (max heatmap difference, share of keypoints within 4 crop px); speed is
 the median ms/person of round-robin calls at batch 1 and 8. The CPU class is printed first: the answer
 differs between CPUs with and without VNNI, which is why `default_int8_types` chooses per CPU.
@@ -20,10 +20,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from sdpose_core.export import OnnxPoseModel, export_onnx, load_real_crops  # noqa: E402
+from sdpose_core.deploy.crops import load_real_crops
+from sdpose_core.deploy.export import export_onnx
+from sdpose_core.deploy.onnx_runtime import OnnxPoseModel  # noqa: E402
+from sdpose_core.deploy.quantize import DEFAULT_METHOD, INT8_TYPES, default_int8_types, quantize_int8  # noqa: E402
+from sdpose_core.inference.predictor import Predictor  # noqa: E402
 from sdpose_core.precision import cpu_summary  # noqa: E402
-from sdpose_core.predictor import Predictor  # noqa: E402
-from sdpose_core.quantize import DEFAULT_METHOD, INT8_TYPES, default_int8_types, quantize_int8  # noqa: E402
 
 
 def main() -> None:

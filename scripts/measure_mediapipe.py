@@ -14,8 +14,8 @@ import time
 
 import numpy as np
 
-from sdpose_core.baselines import MediaPipePose
-from sdpose_core.image_io import load_image
+from sdpose_core.inference.baselines import MediaPipePose
+from sdpose_core.media.images import load_image
 from sdpose_core.paths import data_root
 
 SPLITS = ("coco/coco_mini_train", "coco/mmpose_coco")

@@ -18,13 +18,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from sdpose_core.benchmark import time_round_robin
-from sdpose_core.benchmark_models import embedded_default_model
-from sdpose_core.cpu_inference import prepare_for_onnx
-from sdpose_core.export import export_onnx
+from sdpose_core.benchmark.models import embedded_default_model
+from sdpose_core.benchmark.speed import time_round_robin
+from sdpose_core.deploy.cpu_speedups import prepare_for_onnx
+from sdpose_core.deploy.export import export_onnx
+from sdpose_core.deploy.quantize import quantize_int8
+from sdpose_core.inference.predictor import Predictor, load_image
 from sdpose_core.paths import data_root
-from sdpose_core.predictor import Predictor, load_image
-from sdpose_core.quantize import quantize_int8
 
 IMAGE = ("coco/coco_mini_train", "000000370162.jpg")  # 11 annotated people
 
@@ -43,7 +43,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=None, help="torch / onnxruntime threads (default: all)")
     args = parser.parse_args()
     if args.weights:
-        from sdpose_core.checkpoint import load_pretrained
+        from sdpose_core.weights.checkpoint import load_pretrained
 
         model, source = load_pretrained(args.weights).eval(), args.weights
     else:

@@ -3,7 +3,7 @@
     python scripts/measure_webcam_fps.py                         # pose2sim single-person clip, 60 frames
     python scripts/measure_webcam_fps.py --clip sports2d_demo.mp4 --max-people 4 --weights runs/t/final
 
-Every frame of a recorded clip (../shared/data/unlabeled/videos) goes through `app.live.LiveSession.process`
+Every frame of a recorded clip (../shared/data/unlabeled/videos) goes through `sdpose_core.inference.live.LiveSession.process`
 -- the function the webcam stream calls: detector (or boxes tracked from the last keypoints), pose, drawing
 -- under several settings, from the naive pipeline to the one the tab uses. Settings take turns frame by
 frame, so a load change on this shared machine hits all of them alike. Frames are decoded beforehand (a
@@ -27,9 +27,9 @@ import numpy as np  # noqa: E402
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from app.context import AppContext  # noqa: E402
-from app.live import FrameStats, LiveSession, LiveSettings, native_bf16  # noqa: E402
+from sdpose_core.inference.live import FrameStats, LiveSession, LiveSettings, native_bf16  # noqa: E402
+from sdpose_core.media.video import iter_video_frames, video_info  # noqa: E402
 from sdpose_core.paths import data_root  # noqa: E402
-from sdpose_core.video import iter_video_frames, video_info  # noqa: E402
 
 STAGES = ("resize_ms", "detect_ms", "pose_ms", "draw_ms", "total_ms")
 

@@ -22,9 +22,9 @@ import numpy as np
 
 from sdpose_core.data.crowd_synthesis import synthesize_crowds
 from sdpose_core.errors import SDPoseError
-from sdpose_core.image_io import load_image
+from sdpose_core.media.draw import draw_pose
+from sdpose_core.media.images import load_image
 from sdpose_core.paths import data_root
-from sdpose_core.visualize import draw_pose
 
 CELL = (420, 360)  # (height, width) of one tile
 ROWS, COLUMNS = 2, 3

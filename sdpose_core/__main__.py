@@ -2,6 +2,6 @@
 
 import sys
 
-from sdpose_core.cli import main
+from sdpose_core.cli.main import main
 
 sys.exit(main())

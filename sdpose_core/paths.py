@@ -6,7 +6,11 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
+from sdpose_core.errors import ConfigError
+
+PACKAGE_DIR = Path(__file__).resolve().parent
+PROJECT_ROOT = PACKAGE_DIR.parent
+CACHE_ENV = "SDPOSE_CACHE_DIR"
 
 
 def data_root() -> Path:
@@ -31,3 +35,21 @@ def teachers_root() -> Path:
     if env:
         return Path(env).expanduser().resolve()
     return (PROJECT_ROOT.parent / "shared" / "teachers").resolve()
+
+
+def cache_root() -> Path:
+    """The sdpose cache folder: `$SDPOSE_CACHE_DIR`, else `$XDG_CACHE_HOME/sdpose`, else `~/.cache/sdpose`.
+
+    Raises ConfigError when it would lie inside the sdpose_core package or the project checkout."""
+    env = os.environ.get(CACHE_ENV, "").strip()
+    if env:
+        root = Path(env).expanduser()
+    else:
+        xdg = os.environ.get("XDG_CACHE_HOME", "").strip()
+        root = (Path(xdg).expanduser() if xdg else Path.home() / ".cache") / "sdpose"
+    root = root.resolve()
+    for forbidden, what in ((PACKAGE_DIR, "the sdpose_core package"), (PROJECT_ROOT.resolve(), "the project")):
+        if root == forbidden or forbidden in root.parents:
+            raise ConfigError(f"the sdpose cache folder {root} is inside {what} ({forbidden}); set {CACHE_ENV} "
+                              "to a folder outside it (e.g. ~/.cache/sdpose)")
+    return root

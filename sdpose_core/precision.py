@@ -28,7 +28,7 @@ CPUINFO_PATH = Path("/proc/cpuinfo")
 # /proc/cpuinfo flags that mean the CPU runs bf16 arithmetic in hardware (x86 "flags", ARM "Features")
 NATIVE_BF16_FLAGS = ("avx512_bf16", "amx_bf16", "bf16")
 # x86 flags of an integer dot-product instruction that sums u8 x s8 products into 32 bits (VNNI, AMX);
-# without one, int8 kernels pair products in 16-bit lanes, which saturate (sdpose_core.quantize)
+# without one, int8 kernels pair products in 16-bit lanes, which saturate (sdpose_core.deploy.quantize)
 INT8_DOT_FLAGS = ("avx512_vnni", "avx_vnni", "amx_int8")
 
 

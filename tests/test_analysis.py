@@ -243,8 +243,8 @@ def test_sorting_filtering_and_ranking(mini) -> None:
 
 
 def test_predict_set_runs_every_cycle_once(shared_data: Path, one_torch_thread) -> None:
+    from sdpose_core.inference.predictor import Predictor
     from sdpose_core.models import build_model
-    from sdpose_core.predictor import Predictor
 
     model = build_model("sdpose-t", image_size=(64, 48), heatmap_size=(16, 12), patch_size=(2, 2), dim=12, depth=2,
                         heads=4)

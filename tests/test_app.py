@@ -61,7 +61,7 @@ def table(value: dict) -> list[list]:
 
 
 def test_compare_is_one_forward_whose_cycle_one_is_the_single_pass(client, ctx, shared_data: Path) -> None:
-    from sdpose_core.image_io import load_image
+    from sdpose_core.media.images import load_image
 
     path = shared_data.joinpath(*COMPARE_IMAGE)
     banner, single, final, people, joints, heatmaps, overlay, timing, notes, *_ = compare(client, str(path))
@@ -121,7 +121,7 @@ def test_compare_rejects_bad_files_clearly_and_keeps_working(client, tmp_path: P
 
 
 def _frame(shared_data: Path, index: int = 0) -> np.ndarray:
-    from sdpose_core.video import iter_video_frames
+    from sdpose_core.media.video import iter_video_frames
 
     frames = iter_video_frames(shared_data.joinpath(*CLIP), stride=10, max_frames=index + 1)
     return list(frames)[index].image
@@ -196,8 +196,8 @@ def test_video_upload_of_a_non_video_says_so(client, tmp_path: Path) -> None:
 def test_model_tab_switches_weights_without_restart(client, ctx, tmp_path: Path, shared_data: Path) -> None:
     import torch
 
-    from sdpose_core.checkpoint import save_pretrained
     from sdpose_core.models import build_model
+    from sdpose_core.weights.checkpoint import save_pretrained
 
     torch.manual_seed(1)
     saved = save_pretrained(build_model("sdpose-t", **TINY), tmp_path / "tiny")
@@ -260,9 +260,9 @@ def test_context_loads_each_weights_once_for_concurrent_users(tmp_path: Path) ->
     import torch
 
     from app.context import AppContext
-    from sdpose_core.checkpoint import save_pretrained
     from sdpose_core.errors import CheckpointError
     from sdpose_core.models import build_model
+    from sdpose_core.weights.checkpoint import save_pretrained
 
     torch.manual_seed(2)
     saved = str(save_pretrained(build_model("sdpose-t", **TINY), tmp_path / "tiny"))

@@ -153,7 +153,7 @@ def write_y4m(video: Path, out: Path, size: tuple[int, int] = (640, 360), frames
     """The first frames of `video` as an uncompressed Y4M (I420) file, which Chromium loops as its camera."""
     import cv2
 
-    from sdpose_core.video import iter_video_frames
+    from sdpose_core.media.video import iter_video_frames
 
     with out.open("wb") as file:
         file.write(f"YUV4MPEG2 W{size[0]} H{size[1]} F10:1 Ip A1:1 C420jpeg\n".encode())

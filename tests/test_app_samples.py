@@ -43,8 +43,8 @@ def studio(shared_data: Path, tmp_path_factory: pytest.TempPathFactory):
     """(client, samples root with writable copies, review folder) of a launched studio."""
     from app.context import AppContext
     from app.ui import build_demo
-    from sdpose_core.checkpoint import save_pretrained
     from sdpose_core.models import build_model
+    from sdpose_core.weights.checkpoint import save_pretrained
 
     root = tmp_path_factory.mktemp("samples")
     _copy_set(shared_data / MMPOSE_COCO, root / "coco_copy")
@@ -136,7 +136,7 @@ def test_review_flags_fixes_reload_and_export(studio) -> None:
     from pycocotools.coco import COCO
 
     import app.review
-    from sdpose_core.review import review_path_for
+    from sdpose_core.analysis.review_store import review_path_for
 
     client, root, reviews = studio
     ann = root / "coco_copy" / "person_keypoints.json"
@@ -168,7 +168,7 @@ def test_review_flags_fixes_reload_and_export(studio) -> None:
 
 
 def test_review_survives_a_corrupt_review_file(studio) -> None:
-    from sdpose_core.review import review_path_for
+    from sdpose_core.analysis.review_store import review_path_for
 
     client, root, reviews = studio
     ann = root / "crowd_copy" / "crowdpose.json"
@@ -203,8 +203,8 @@ def test_review_export_downloads_from_a_folder_gradio_does_not_serve(shared_data
 
     from app.context import AppContext
     from app.ui import build_demo
-    from sdpose_core.checkpoint import save_pretrained
     from sdpose_core.models import build_model
+    from sdpose_core.weights.checkpoint import save_pretrained
 
     reviews = _outside_served_folders()
     if reviews is None:

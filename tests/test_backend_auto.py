@@ -19,11 +19,12 @@ import pytest
 import torch
 from torch import nn
 
-from sdpose_core import backend_auto
-from sdpose_core.backend_auto import CANDIDATES, compare_heatmaps, select_backend
-from sdpose_core.backend_cache import PACKAGE_DIR, cache_root, selection_key
+from sdpose_core.deploy import auto_backend as backend_auto
+from sdpose_core.deploy.auto_backend import CANDIDATES, compare_heatmaps, select_backend
+from sdpose_core.deploy.backend_cache import selection_key
 from sdpose_core.errors import ConfigError
 from sdpose_core.models import build_model
+from sdpose_core.paths import PACKAGE_DIR, cache_root
 
 pytest.importorskip("onnxruntime", reason="onnxruntime is not installed: only torch can run")
 TINY = dict(image_size=(64, 48), heatmap_size=(16, 12), patch_size=(2, 2), dim=32, depth=2, heads=4)
@@ -102,7 +103,8 @@ def test_auto_picks_a_backend_that_matches_and_refuses_broken_ones(tiny: nn.Modu
         if chosen.startswith("onnx"):
             assert Path(verdicts[chosen].path).parent == Path(selection.folder)
         # the choice also matches fp32 on people it was not checked on
-        from sdpose_core.export import load_real_crops, torch_heatmaps
+        from sdpose_core.deploy.crops import load_real_crops
+        from sdpose_core.deploy.export import torch_heatmaps
 
         others, _ = load_real_crops((64, 48), limit=6, split="coco/coco_mini_train")
         runner = (backend_auto._onnx_runner(Path(verdicts[chosen].path), 1) if chosen.startswith("onnx")
@@ -128,7 +130,7 @@ def test_the_choice_is_cached_by_weights_and_read_back_cheaply(shared_data: Path
 
 
 def test_old_choices_are_pruned(tmp_path: Path) -> None:
-    from sdpose_core.backend_cache import prune_old_choices
+    from sdpose_core.deploy.backend_cache import prune_old_choices
 
     for age in range(10):
         folder = tmp_path / f"choice{age}"
@@ -141,14 +143,14 @@ def test_old_choices_are_pruned(tmp_path: Path) -> None:
 
 
 def _image(shared_data: Path) -> np.ndarray:
-    from sdpose_core.predictor import load_image
+    from sdpose_core.inference.predictor import load_image
 
     return load_image(shared_data.joinpath(*IMAGE))
 
 
 def test_predictor_defaults_to_auto_and_says_what_ran(tiny: nn.Module, shared_data: Path,
                                                      monkeypatch: pytest.MonkeyPatch) -> None:
-    from sdpose_core.predictor import Predictor
+    from sdpose_core.inference.predictor import Predictor
 
     monkeypatch.delenv("SDPOSE_BACKEND", raising=False)
     image = _image(shared_data)
@@ -171,7 +173,7 @@ def test_predictor_defaults_to_auto_and_says_what_ran(tiny: nn.Module, shared_da
 
 
 def test_a_failing_graph_hands_over_to_torch(tiny: nn.Module, shared_data: Path) -> None:
-    from sdpose_core.predictor import Predictor
+    from sdpose_core.inference.predictor import Predictor
 
     predictor = Predictor(tiny, detector=None, backend="auto")
     selection = predictor.select_backend()
@@ -196,8 +198,8 @@ def test_a_failing_graph_hands_over_to_torch(tiny: nn.Module, shared_data: Path)
 
 def test_background_choice_lets_calls_run_on_torch_meanwhile(tiny: nn.Module, shared_data: Path,
                                                             monkeypatch: pytest.MonkeyPatch) -> None:
-    from sdpose_core import predict_backend
-    from sdpose_core.predictor import Predictor
+    from sdpose_core.inference import backend as predict_backend
+    from sdpose_core.inference.predictor import Predictor
 
     release = threading.Event()
     real = predict_backend.select_backend
@@ -221,8 +223,8 @@ def test_background_choice_lets_calls_run_on_torch_meanwhile(tiny: nn.Module, sh
 def test_cli_predict_and_the_app_show_the_backend(tiny: nn.Module, shared_data: Path, tmp_path: Path,
                                                   monkeypatch: pytest.MonkeyPatch,
                                                   capsys: pytest.CaptureFixture[str]) -> None:
-    from sdpose_core.checkpoint import save_pretrained
-    from sdpose_core.cli import main
+    from sdpose_core.cli.main import main
+    from sdpose_core.weights.checkpoint import save_pretrained
 
     weights = save_pretrained(tiny, tmp_path / "w")
     image = shared_data.joinpath(*IMAGE)
@@ -236,8 +238,8 @@ def test_cli_predict_and_the_app_show_the_backend(tiny: nn.Module, shared_data: 
     gr = pytest.importorskip("gradio", reason="the app needs gradio")  # noqa: F841
     from app.compare import timing_markdown
     from app.context import AppContext
-    from app.live import LiveSession, LiveSettings
     from app.model_tab import describe_weights
+    from sdpose_core.inference.live import LiveSession, LiveSettings
 
     monkeypatch.delenv("SDPOSE_BACKEND", raising=False)
     ctx = AppContext(weights=str(weights))

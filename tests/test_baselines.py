@@ -9,11 +9,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from sdpose_core.baselines import BLAZEPOSE_TO_COCO17, MediaPipePose
 from sdpose_core.detection import Detection
 from sdpose_core.errors import ConfigError, DataError
-from sdpose_core.image_io import load_image
+from sdpose_core.inference.baselines import BLAZEPOSE_TO_COCO17, MediaPipePose
 from sdpose_core.keypoints import COCO17
+from sdpose_core.media.images import load_image
 
 SPLIT = "coco/mmpose_coco"
 
@@ -108,7 +108,7 @@ def test_box_inputs_and_empty_results(pose: MediaPipePose, shared_data: Path) ->
 
 def test_evaluate_baseline_scores_mediapipe_like_our_models(pose: MediaPipePose, shared_data: Path,
                                                              tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
-    from sdpose_core.cli import main
+    from sdpose_core.cli.main import main
     from sdpose_core.evaluation import eval_preds
 
     ann = shared_data / SPLIT / "person_keypoints.json"
@@ -129,7 +129,7 @@ def test_evaluate_baseline_scores_mediapipe_like_our_models(pose: MediaPipePose,
 
 def test_evaluate_needs_weights_or_a_baseline_and_not_both(shared_data: Path,
                                                            capsys: pytest.CaptureFixture) -> None:
-    from sdpose_core.cli import main
+    from sdpose_core.cli.main import main
 
     common = ["--ann", str(shared_data / SPLIT / "person_keypoints.json"), "--images", str(shared_data / SPLIT)]
     assert main(["evaluate", *common]) == 2

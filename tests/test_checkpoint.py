@@ -9,7 +9,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from sdpose_core.checkpoint import (
+from sdpose_core.errors import CheckpointError
+from sdpose_core.models import build_model
+from sdpose_core.weights.checkpoint import (
     CONFIG_NAME,
     FORMAT_VERSION,
     WEIGHTS_NAME,
@@ -20,8 +22,6 @@ from sdpose_core.checkpoint import (
     official_key_to_ours,
     save_pretrained,
 )
-from sdpose_core.errors import CheckpointError
-from sdpose_core.models import build_model
 
 TINY = dict(image_size=(64, 48), heatmap_size=(16, 12), patch_size=(2, 2), dim=12, depth=2, heads=4)
 
@@ -186,7 +186,7 @@ def test_missing_hub_repo_fails_fast_and_clearly(tmp_path: Path, monkeypatch: py
 
 
 def test_missing_official_keys_are_named_the_official_way(reference_dir: Path) -> None:
-    from sdpose_core.checkpoint import official_key_to_ours, ours_key_to_official
+    from sdpose_core.weights.checkpoint import official_key_to_ours, ours_key_to_official
 
     for name in ("sdpose_t", "sdpose_s_v1", "sdpose_s_v2"):
         lines = (reference_dir / f"official_keys_{name}.txt").read_text().splitlines()

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from sdpose_core.cli import build_parser, main, parse_override
+from sdpose_core.cli.main import build_parser, main, parse_override
 from sdpose_core.paths import PROJECT_ROOT
 
 SUBCOMMANDS = ("train", "evaluate", "eval-preds", "convert-official", "flops", "models")
@@ -132,7 +132,7 @@ def test_train_then_evaluate(shared_data: Path, tmp_path: Path, capsys: pytest.C
 
 def test_resume_from_the_command_line_needs_only_the_run_dir(shared_data: Path, tmp_path: Path,
                                                             capsys: pytest.CaptureFixture[str]) -> None:
-    from sdpose_core.engine.state import load_train_state
+    from sdpose_core.train.state import load_train_state
 
     coco = shared_data / "coco" / "mmpose_coco"
     base = ["train", "--train-ann", str(coco / "person_keypoints.json"), "--train-images", str(coco / "images"),
@@ -147,8 +147,8 @@ def test_resume_from_the_command_line_needs_only_the_run_dir(shared_data: Path, 
 
 
 def test_evaluate_coco_model_on_crowdpose(shared_data: Path, tmp_path: Path) -> None:
-    from sdpose_core.checkpoint import save_pretrained
     from sdpose_core.models import build_model
+    from sdpose_core.weights.checkpoint import save_pretrained
 
     weights = save_pretrained(build_model("sdpose-t", image_size=(64, 48), heatmap_size=(16, 12), cycles=1,
                                           patch_size=(2, 2), dim=24, depth=2, heads=4), tmp_path / "w")
@@ -163,7 +163,7 @@ def test_evaluate_coco_model_on_crowdpose(shared_data: Path, tmp_path: Path) -> 
 
 def test_convert_official_writes_our_format(reference_dir: Path, tmp_path: Path,
                                             capsys: pytest.CaptureFixture[str]) -> None:
-    from sdpose_core.checkpoint import load_pretrained
+    from sdpose_core.weights.checkpoint import load_pretrained
 
     assert main(["convert-official", str(reference_dir / "golden_sdpose_t.pt"), str(tmp_path / "t")]) == 0
     model = load_pretrained(str(tmp_path / "t"))

@@ -11,9 +11,9 @@ import cv2
 import numpy as np
 import pytest
 
-from sdpose_core.cli import main
-from sdpose_core.image_io import load_image
-from sdpose_core.video import iter_video_frames, video_info
+from sdpose_core.cli.main import main
+from sdpose_core.media.images import load_image
+from sdpose_core.media.video import iter_video_frames, video_info
 
 CLIP = "unlabeled/videos/sports2d_demo.mp4"  # 230 frames, 1768x994, 2 people
 IMAGE = "coco/mmpose_coco/images/000000000785.jpg"
@@ -120,7 +120,7 @@ def test_gray_rgba_and_16_bit_files_are_read_as_rgb(shared_data: Path, tmp_path:
 
 
 def test_truncated_and_headless_videos(shared_data: Path, tmp_path: Path, untrained_default, capsys) -> None:
-    from sdpose_core.video import VideoWriter
+    from sdpose_core.media.video import VideoWriter
 
     with VideoWriter(tmp_path / "whole.mp4", fps=10) as writer:  # H.264 with its index first
         for frame in iter_video_frames(shared_data / CLIP, stride=10, max_frames=12):

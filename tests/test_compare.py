@@ -1,4 +1,4 @@
-"""sdpose_core.compare: shifts between cycles, the per-joint table, drawings with ids, heatmap figures.
+"""sdpose_core.analysis.compare: shifts between cycles, the per-joint table, drawings with ids, heatmap figures.
 
 Exact numbers come from hand-built predictions; one test runs a real (small, untrained) model on a shared
 COCO image and checks the tables and figures against the Predictor's own per-cycle outputs.
@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 import torch
 
-from sdpose_core import compare
+from sdpose_core.analysis import compare
+from sdpose_core.inference.results import PersonPrediction, PredictionResult, Timings
 from sdpose_core.keypoints import COCO17
-from sdpose_core.predict_types import PersonPrediction, PredictionResult, Timings
-from sdpose_core.weights import WeightsInfo
+from sdpose_core.weights.load import WeightsInfo
 
 pytest.importorskip("plotly")
 
@@ -151,8 +151,8 @@ def test_overlay_figure_takes_the_strongest_joint_per_pixel() -> None:
 
 
 def test_real_prediction_tables_match_the_predictors_cycles(shared_data: Path, one_torch_thread) -> None:
+    from sdpose_core.inference.predictor import Predictor, load_image
     from sdpose_core.models import build_model
-    from sdpose_core.predictor import Predictor, load_image
 
     torch.manual_seed(0)
     model = build_model("sdpose-t", image_size=(64, 48), heatmap_size=(16, 12), patch_size=(2, 2), dim=12, depth=2,

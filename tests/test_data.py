@@ -201,7 +201,7 @@ def test_flip_swaps_left_and_right_on_a_real_person(shared_data):
     index = _shoulders_visible(plain)
     a, b = plain[index], flipped[index]
     assert not a["meta"]["flipped"] and b["meta"]["flipped"]
-    from sdpose_core.decode import heatmap_peaks
+    from sdpose_core.heatmaps import heatmap_peaks
 
     peaks_a, _ = heatmap_peaks(a["target"][None].numpy())
     peaks_b, _ = heatmap_peaks(b["target"][None].numpy())

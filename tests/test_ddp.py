@@ -24,9 +24,9 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from sdpose_core.engine import TrainConfig, train
-from sdpose_core.engine.state import load_train_state
 from sdpose_core.paths import PROJECT_ROOT
+from sdpose_core.train import TrainConfig, train
+from sdpose_core.train.state import load_train_state
 
 TINY_OVERRIDES = ["patch_size=2,2", "dim=24", "depth=2", "heads=4"]
 TOLERANCE = 1e-5

@@ -10,7 +10,7 @@ import torch
 
 from sdpose_core.data import AugmentConfig, TopDownDataset, affine_points, gaussian_targets, get_affine_matrix
 from sdpose_core.data.transforms import heatmap_to_image_coords
-from sdpose_core.decode import decode_heatmaps, flip_heatmaps_back, heatmap_peaks, max_locations
+from sdpose_core.heatmaps import decode_heatmaps, flip_heatmaps_back, heatmap_peaks, max_locations
 from sdpose_core.keypoints import COCO17
 
 SETS = {

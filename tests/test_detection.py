@@ -27,7 +27,7 @@ from sdpose_core.detection import (
 from sdpose_core.detection.protowire import decode_tensor, read_graph
 from sdpose_core.detection.recall import RecallReport, detection_recall, iou_xywh, load_people
 from sdpose_core.errors import CheckpointError, DataError
-from sdpose_core.image_io import load_image
+from sdpose_core.media.images import load_image
 
 COCO_SPLITS = ("coco/coco_mini_train", "coco/mmpose_coco")
 

@@ -32,7 +32,7 @@ from sdpose_core.detection import (
 from sdpose_core.detection.onnx_detectors import PAD_VALUE, decode_rtmdet, decode_yolox, letterbox, yolox_grid
 from sdpose_core.detection.recall import box_reports, iou_xywh, load_people
 from sdpose_core.errors import CheckpointError, ConfigError, DataError
-from sdpose_core.image_io import load_image
+from sdpose_core.media.images import load_image
 
 onnx = pytest.importorskip("onnx", reason="the onnx package builds the test graphs")
 from onnx import TensorProto, helper  # noqa: E402

@@ -10,17 +10,10 @@ import pytest
 import torch
 from torch import nn
 
+from sdpose_core.deploy.crops import load_real_crops
+from sdpose_core.deploy.export import ExportError, check_against_torch, export_onnx, torch_heatmaps
+from sdpose_core.deploy.onnx_runtime import META_CONFIG, OnnxPoseModel, read_metadata
 from sdpose_core.errors import CheckpointError, ConfigError, DataError
-from sdpose_core.export import (
-    META_CONFIG,
-    ExportError,
-    OnnxPoseModel,
-    check_against_torch,
-    export_onnx,
-    load_real_crops,
-    read_metadata,
-    torch_heatmaps,
-)
 from sdpose_core.models import build_model
 
 TINY = dict(image_size=(64, 48), heatmap_size=(16, 12), patch_size=(2, 2), dim=32, depth=2, heads=4)
@@ -142,7 +135,7 @@ def test_int8_runs_and_stays_close(tiny_onnx, tmp_path, shared_data, method):
     """Tolerance: on this random (sensitised) model the int8 heatmaps stay within 15% of the fp32 peak and
     keypoint peaks move by at most one heatmap pixel (4 crop px) for 80% of joints. With a model trained
     here briefly the differences were far smaller (mean shift 0.2-0.3 px)."""
-    from sdpose_core.quantize import quantize_int8
+    from sdpose_core.deploy.quantize import quantize_int8
 
     path, _ = tiny_onnx
     report = quantize_int8(path, tmp_path / f"tiny.{method}.onnx", method=method)
@@ -162,8 +155,8 @@ def test_int8_types_follow_the_cpu_and_are_recorded(tiny_onnx, tmp_path, monkeyp
     A u8s8 graph on a CPU without VNNI warns (its heatmaps can be far off there)."""
     import onnx
 
-    import sdpose_core.export as export_module
-    from sdpose_core.quantize import default_int8_types, quantize_int8
+    import sdpose_core.deploy.export as export_module
+    from sdpose_core.deploy.quantize import default_int8_types, quantize_int8
 
     assert default_int8_types({"avx2", "fma"}) == "u8u8"
     assert default_int8_types({"avx2", "avx512f", "avx512_vnni"}) == "u8s8"
@@ -195,7 +188,7 @@ def test_int8_types_follow_the_cpu_and_are_recorded(tiny_onnx, tmp_path, monkeyp
 
 
 def test_int8_rejects_bad_inputs(tiny_onnx, tmp_path):
-    from sdpose_core.quantize import quantize_int8
+    from sdpose_core.deploy.quantize import quantize_int8
 
     path, _ = tiny_onnx
     with pytest.raises(ConfigError, match="unknown int8 method"):
@@ -207,9 +200,9 @@ def test_int8_rejects_bad_inputs(tiny_onnx, tmp_path):
 def test_onnx_evaluation_matches_torch(tiny_model, tiny_onnx, shared_data):
     """The ONNX evaluation path scores exactly like the torch one (same decoding and COCOeval)."""
     from sdpose_core.data import TopDownDataset
-    from sdpose_core.engine.inference import predict_dataset
+    from sdpose_core.deploy.onnx_eval import evaluate_onnx
     from sdpose_core.evaluation import evaluate_predictions
-    from sdpose_core.onnx_eval import evaluate_onnx
+    from sdpose_core.evaluation.loop import predict_dataset
 
     folder = shared_data / "coco" / "mmpose_coco"
     dataset = TopDownDataset(folder / "person_keypoints.json", folder / "images", train=False,
@@ -222,7 +215,7 @@ def test_onnx_evaluation_matches_torch(tiny_model, tiny_onnx, shared_data):
 
 
 def test_cpu_speedups_keep_outputs(tiny_model):
-    from sdpose_core.cpu_inference import prepare_for_cpu
+    from sdpose_core.deploy.cpu_speedups import prepare_for_cpu
 
     fast = prepare_for_cpu(tiny_model)
     assert not any(isinstance(m, nn.BatchNorm2d) for m in fast.modules())
@@ -232,14 +225,14 @@ def test_cpu_speedups_keep_outputs(tiny_model):
     np.testing.assert_allclose(torch_heatmaps(fast, images, 2)[1], torch_heatmaps(tiny_model, images, 2)[1],
                                atol=1e-5, rtol=0)
     with pytest.raises(ConfigError, match="eval mode"):
-        from sdpose_core.cpu_inference import fold_batchnorm
+        from sdpose_core.deploy.cpu_speedups import fold_batchnorm
 
         fold_batchnorm(sensitised_model(**TINY).train())
 
 
 @pytest.mark.slow
 def test_benchmark_quick_returns_every_section(tmp_path):  # ~1 min on 2 busy cores
-    from sdpose_core.benchmark import BACKENDS, run_benchmark
+    from sdpose_core.benchmark.speed import BACKENDS, run_benchmark
 
     out = tmp_path / "bench.json"
     result = run_benchmark(json_out=out, quick=True, verbose=False)
@@ -267,8 +260,8 @@ def test_benchmark_quick_returns_every_section(tmp_path):  # ~1 min on 2 busy co
 
 
 def test_benchmark_times_the_embedded_default_and_the_paper_configuration(monkeypatch, tmp_path):
-    from sdpose_core import weights
-    from sdpose_core.benchmark_models import benchmark_models
+    from sdpose_core.benchmark.models import benchmark_models
+    from sdpose_core.weights import load as weights
 
     monkeypatch.setattr(weights, "EMBEDDED_DEFAULT_DIR", tmp_path / "missing")
     models = benchmark_models()
@@ -288,7 +281,7 @@ def test_benchmark_times_the_embedded_default_and_the_paper_configuration(monkey
 
 
 def test_predictor_runs_a_bn_folded_copy_with_the_same_outputs(tiny_model):
-    from sdpose_core.predictor import Predictor
+    from sdpose_core.inference.predictor import Predictor
 
     image = np.random.default_rng(5).integers(0, 256, (120, 90, 3), dtype=np.uint8)
     boxes = [[5, 5, 60, 100], [30, 10, 50, 90]]
@@ -314,7 +307,7 @@ def test_predictor_runs_a_bn_folded_copy_with_the_same_outputs(tiny_model):
 def test_conv_patch_embedding_gives_the_same_tokens_and_exports_as_a_conv(tiny_model, tmp_path):
     import onnx
 
-    from sdpose_core.cpu_inference import ConvPatchEmbed, prepare_for_onnx
+    from sdpose_core.deploy.cpu_speedups import ConvPatchEmbed, prepare_for_onnx
 
     prepared = prepare_for_onnx(tiny_model)
     assert isinstance(prepared.patch_embed, ConvPatchEmbed) and not isinstance(tiny_model.patch_embed, ConvPatchEmbed)

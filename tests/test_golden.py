@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from sdpose_core.checkpoint import load_checkpoint
 from sdpose_core.models import SDPose, build_model
 from sdpose_core.models.layers import sine_position_embedding
+from sdpose_core.weights.checkpoint import load_checkpoint
 
 HEATMAP_TOL = 2e-5
 TOKEN_TOL = 1e-4

@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from sdpose_core.checkpoint import load_checkpoint
 from sdpose_core.losses import JointsMSELoss, SDPoseLoss
 from sdpose_core.models import CycleOutput, build_model
+from sdpose_core.weights.checkpoint import load_checkpoint
 
 TINY_OVERRIDES = dict(image_size=(64, 48), heatmap_size=(16, 12), patch_size=(2, 2), dim=12, depth=2, heads=4)
 LOSS_RTOL = 1e-5

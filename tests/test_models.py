@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from sdpose_core.errors import ConfigError
-from sdpose_core.flops import count_flops, flops_table
 from sdpose_core.models import CycleOutput, ModelConfig, SDPose, build_model, get_config, list_models
+from sdpose_core.models.flops import count_flops, flops_table
 from sdpose_core.models.hrnet import HRNetStem
 from sdpose_core.models.registry import OFFICIAL_NAMES
 

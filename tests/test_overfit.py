@@ -19,8 +19,8 @@ from pathlib import Path
 
 import pytest
 
-from sdpose_core.engine import TrainConfig, train
-from sdpose_core.engine.evaluate import run_evaluation
+from sdpose_core.evaluation.evaluate import run_evaluation
+from sdpose_core.train import TrainConfig, train
 
 # single-person images with 15-16 labelled joints and a person large enough to matter
 IMAGE_IDS = (535506, 84533, 234748, 30752)

@@ -69,7 +69,7 @@ def test_amp_resolves_to_bf16_only_where_native(fake_cpu) -> None:
 
 
 def _train(data: Path, out: Path, **changes):
-    from sdpose_core.engine import TrainConfig, train
+    from sdpose_core.train import TrainConfig, train
 
     coco = data / "coco" / "mmpose_coco"
     config = TrainConfig(out=str(out), train_ann=str(coco / "person_keypoints.json"),
@@ -81,7 +81,7 @@ def _train(data: Path, out: Path, **changes):
 
 def test_training_with_amp_runs_fp32_without_native_bf16(shared_data: Path, tmp_path: Path, fake_cpu,
                                                          capsys: pytest.CaptureFixture[str]) -> None:
-    from sdpose_core.engine.state import load_train_state
+    from sdpose_core.train.state import load_train_state
 
     fake_cpu(AVX2_ONLY)
     _train(shared_data, tmp_path / "fp32", amp=True)  # what the demo recipe's "amp": true asks for
@@ -97,7 +97,7 @@ def test_training_with_amp_runs_fp32_without_native_bf16(shared_data: Path, tmp_
 
 def test_training_with_amp_uses_bf16_where_native(shared_data: Path, tmp_path: Path, fake_cpu,
                                                   capsys: pytest.CaptureFixture[str]) -> None:
-    from sdpose_core.engine.state import load_train_state
+    from sdpose_core.train.state import load_train_state
 
     fake_cpu(SAPPHIRE_RAPIDS)  # bf16 still runs here (emulated): only the choice is faked
     result = _train(shared_data, tmp_path / "bf16", amp=True)
@@ -110,9 +110,9 @@ def test_training_with_amp_uses_bf16_where_native(shared_data: Path, tmp_path: P
 
 
 def test_evaluation_says_which_precision(shared_data: Path, tmp_path: Path, fake_cpu) -> None:
-    from sdpose_core.checkpoint import save_pretrained
-    from sdpose_core.engine.evaluate import run_evaluation
+    from sdpose_core.evaluation.evaluate import run_evaluation
     from sdpose_core.models import build_model
+    from sdpose_core.weights.checkpoint import save_pretrained
 
     torch.manual_seed(0)
     weights = save_pretrained(build_model("sdpose-t", image_size=(64, 48), heatmap_size=(16, 12), cycles=2, **TINY),
@@ -131,8 +131,8 @@ def test_evaluation_says_which_precision(shared_data: Path, tmp_path: Path, fake
 
 
 def test_prediction_runs_bf16_only_where_native(shared_data: Path, fake_cpu) -> None:
+    from sdpose_core.inference.predictor import Predictor, load_image
     from sdpose_core.models import build_model
-    from sdpose_core.predictor import Predictor, load_image
 
     image = load_image(shared_data / "coco" / "mmpose_coco" / "images" / "000000000785.jpg")
     torch.manual_seed(0)

@@ -17,11 +17,11 @@ import torch
 from torch import nn
 
 from sdpose_core.data import TopDownDataset, affine_points, clip_box_xywh, gaussian_targets
-from sdpose_core.decode import flip_heatmaps_back
 from sdpose_core.errors import ConfigError, DataError
+from sdpose_core.heatmaps import flip_heatmaps_back
+from sdpose_core.inference.predictor import Predictor, load_image
 from sdpose_core.keypoints import COCO17
 from sdpose_core.models import CycleOutput, build_model, get_config
-from sdpose_core.predictor import Predictor, load_image
 
 MINI_TRAIN = "coco/coco_mini_train"
 CROWDED_IMAGE = "000000370162.jpg"  # 11 annotated people
@@ -181,7 +181,7 @@ def test_real_model_every_cycle_and_single_pass_equals_cycle_one(crowded, sdpose
 
 def test_predictor_matches_dataset_inference(shared_data: Path, tiny) -> None:
     """Same GT boxes through the Predictor and through TopDownDataset + collect_predictions."""
-    from sdpose_core.engine.inference import collect_predictions
+    from sdpose_core.evaluation.loop import collect_predictions
 
     root = shared_data / MMPOSE_COCO
     dataset = TopDownDataset(root / "person_keypoints.json", root / "images", train=False, image_size=(64, 48),
@@ -251,7 +251,7 @@ def test_dynamic_drops_settled_people_from_the_token_batch(crowded, sensitive_ti
 def test_token_stepper_keeps_the_right_rows(crowded, tiny, flip: bool) -> None:
     """Dropping people between cycles (with flip: each crop and its mirror together) keeps every
     remaining person's outputs exactly those of the full batch."""
-    from sdpose_core.predict_cycles import IterCyclesStepper, TokenStepper
+    from sdpose_core.inference.cycles import IterCyclesStepper, TokenStepper
 
     image, boxes, _ = crowded
     images = Predictor(model=tiny, detector=None).crop_people(image, boxes).images
@@ -403,7 +403,7 @@ def test_huge_image_keypoints_in_full_resolution(crowded, tiny) -> None:
 def test_crops_that_shrink_a_lot_are_antialiased_without_moving() -> None:
     """A 1-pixel checkerboard shrunk 12.5x turns grey instead of into moire; a disc stays where it was."""
     from sdpose_core.data import get_affine_matrix
-    from sdpose_core.predict_input import warp_person_crop
+    from sdpose_core.inference.crops import warp_person_crop
 
     size = (256, 192)
     matrix = get_affine_matrix(np.array([3000.3, 2000.7]), np.array([2400.0, 3200.0]), 0.0, size)
@@ -426,7 +426,7 @@ def test_crops_that_shrink_a_lot_are_antialiased_without_moving() -> None:
 
 def test_onnx_backend_matches_torch(tmp_path: Path, crowded, tiny) -> None:
     pytest.importorskip("onnxruntime", reason="onnxruntime is not installed")
-    export = pytest.importorskip("sdpose_core.export", reason="sdpose_core.export (ONNX export) is missing")
+    export = pytest.importorskip("sdpose_core.deploy.export", reason="sdpose_core.deploy.export (ONNX export) is missing")
     image, boxes, _ = crowded
     path = export.export_onnx(tiny, tmp_path / "tiny.onnx", cycles=3, check=False,
                               weights_info="UNTRAINED: random test weights").path
@@ -452,14 +452,14 @@ def test_onnx_backend_matches_torch(tmp_path: Path, crowded, tiny) -> None:
 
 
 def test_predict_command_writes_every_cycle(tmp_path: Path, shared_data: Path, monkeypatch, capsys) -> None:
-    from sdpose_core.cli import main
+    from sdpose_core.cli.main import main
 
     monkeypatch.delenv("SDPOSE_WEIGHTS", raising=False)
     image = shared_data / MMPOSE_COCO / "images" / "000000000785.jpg"
     code = main(["predict", str(image), "--detector", "whole-image", "--cycles", "2", "--json",
                  "--out", str(tmp_path / "out"), "--no-progress"])
     assert code == 0
-    from sdpose_core.weights import EMBEDDED_DEFAULT_DIR
+    from sdpose_core.weights.load import EMBEDDED_DEFAULT_DIR
 
     # random weights are announced on every run; the embedded trained default is not a warning
     assert ("UNTRAINED" in capsys.readouterr().err) != (EMBEDDED_DEFAULT_DIR / "model.safetensors").is_file()

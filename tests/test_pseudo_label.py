@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from sdpose_core.errors import DataError
-from sdpose_core.pseudo_label import (
+from sdpose_core.inference.pseudo_label import (
     BoxMargins,
     PseudoLabelConfig,
     box_from_keypoints,
@@ -76,7 +76,7 @@ class FakeTeacherTwice:
     """Returns the same person for two overlapping boxes: what a doubled detection gives."""
 
     def predict(self, image, boxes):
-        from sdpose_core.baselines import PosePrediction
+        from sdpose_core.inference.baselines import PosePrediction
 
         kps = upright_person().astype(np.float32)
         return [PosePrediction(kps + i * 0.5, np.asarray(b, np.float32), True) for i, b in enumerate(boxes)]

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from sdpose_core.cli import load_recipe, main
+from sdpose_core.cli.main import load_recipe, main
 from sdpose_core.data.mixed import TrainSet, build_mixed_dataset
 from sdpose_core.data.splits import write_demo_splits
 from sdpose_core.errors import ConfigError

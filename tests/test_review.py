@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
+from sdpose_core.analysis.review_store import REVIEW_FLAGS, ReviewStore, atomic_write_text, review_path_for
 from sdpose_core.errors import DataError
-from sdpose_core.review import REVIEW_FLAGS, ReviewStore, atomic_write_text, review_path_for
 
 MMPOSE_COCO = "coco/mmpose_coco/person_keypoints.json"
 PROJECT = Path(__file__).resolve().parent.parent
@@ -89,7 +89,7 @@ def test_failed_rename_leaves_the_old_file_and_state(coco_copy: tuple[Path, dict
     def disk_full(*_: object) -> None:
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr("sdpose_core.review.os.replace", disk_full)
+    monkeypatch.setattr("sdpose_core.analysis.review_store.os.replace", disk_full)
     with pytest.raises(DataError, match="could not save the review"):
         store.set_flag(second, "ambiguous")
     assert path.read_bytes() == before and store.flag_of(second) is None  # nothing half-done
@@ -107,7 +107,7 @@ def test_a_crash_between_temp_write_and_rename_keeps_the_old_file(coco_copy: tup
     # a real process dies (os._exit: no cleanup, no finally) right after the temp file is written and fsync'ed
     script = (
         "import os, sys\n"
-        "from sdpose_core import review\n"
+        "from sdpose_core.analysis import review_store as review\n"
         "review.os.replace = lambda *a: os._exit(9)\n"
         "store = review.ReviewStore.open(sys.argv[1], sys.argv[2])\n"
         "store.set_flag(int(sys.argv[3]), 'ambiguous')\n"

@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 
 from sdpose_core.data import TopDownDataset, affine_points, get_affine_matrix
-from sdpose_core.decode import decode_heatmaps
+from sdpose_core.heatmaps import decode_heatmaps
 from sdpose_core.keypoints import CROWDPOSE14
 
 COCO_SETS = {

@@ -11,8 +11,8 @@ import cv2
 import numpy as np
 import pytest
 
-from sdpose_core import tinypose
 from sdpose_core.errors import ConfigError, DataError
+from sdpose_core.inference import tinypose
 
 
 @pytest.fixture(scope="module")
@@ -58,8 +58,8 @@ def test_reproduces_the_ap_its_readme_measured(tinypose_folder: Path, shared_dat
 
 @pytest.mark.slow
 def test_benchmark_compares_the_single_pass_with_tinypose(tinypose_folder: Path, shared_data: Path) -> None:
-    from sdpose_core.benchmark import run_benchmark
-    from sdpose_core.benchmark_report import format_report
+    from sdpose_core.benchmark.report import format_report
+    from sdpose_core.benchmark.speed import run_benchmark
 
     result = run_benchmark(quick=True, image_size=(128, 96), verbose=False, tinypose_folder=tinypose_folder)
     timed = result["tinypose"]["ms_per_person"]

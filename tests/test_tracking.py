@@ -1,5 +1,5 @@
 """Tracking people between detections in a live stream: boxes from keypoints, and re-detecting when a tracked
-box shrinks or its person loses joints (sdpose_core.tracking, app.live.LiveSession)."""
+box shrinks or its person loses joints (sdpose_core.inference.tracking, sdpose_core.inference.live.LiveSession)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from sdpose_core.tracking import BoxTracker, boxes_from_keypoints, confident_joints
+from sdpose_core.inference.tracking import BoxTracker, boxes_from_keypoints, confident_joints
 
 SHAPE = (400, 300, 3)
 
@@ -66,8 +66,8 @@ def test_walking_people_in_the_shared_video_keep_full_boxes(shared_data: Path) -
     width); with them the next frame detects again instead."""
     pytest.importorskip("gradio", reason="the app needs gradio")
     from app.context import AppContext
-    from app.live import LiveSession, LiveSettings
-    from sdpose_core.video import iter_video_frames
+    from sdpose_core.inference.live import LiveSession, LiveSettings
+    from sdpose_core.media.video import iter_video_frames
 
     ctx = AppContext(num_threads=1)
     if not ctx.weights_info.trained:

@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 import torch
 
-from sdpose_core.engine import TrainConfig, WarmupStepSchedule, predict_dataset, train
-from sdpose_core.engine.state import load_train_state
 from sdpose_core.errors import CheckpointError, ConfigError
+from sdpose_core.train import TrainConfig, WarmupStepSchedule, predict_dataset, train
+from sdpose_core.train.state import load_train_state
 
 TINY = {"patch_size": (2, 2), "dim": 24, "depth": 2, "heads": 4}
 
@@ -126,7 +126,7 @@ def test_resume_errors_are_clear(shared_data: Path, tmp_path: Path) -> None:
 
 # ------------------------------------------------------------------------ run outputs
 def test_run_writes_checkpoints_logs_and_validation(shared_data: Path, tmp_path: Path) -> None:
-    from sdpose_core.checkpoint import load_pretrained
+    from sdpose_core.weights.checkpoint import load_pretrained
 
     coco = shared_data / "coco" / "mmpose_coco"
     config = tiny_config(shared_data, tmp_path / "run", val_ann=str(coco / "person_keypoints.json"),
@@ -162,9 +162,9 @@ def test_run_writes_checkpoints_logs_and_validation(shared_data: Path, tmp_path:
 
 
 def test_init_weights_start_from_a_saved_model(shared_data: Path, tmp_path: Path) -> None:
-    from sdpose_core.checkpoint import save_pretrained
-    from sdpose_core.engine import DistContext, Trainer
     from sdpose_core.models import build_model
+    from sdpose_core.train import DistContext, Trainer
+    from sdpose_core.weights.checkpoint import save_pretrained
 
     torch.manual_seed(11)
     source = build_model("sdpose-t", image_size=(64, 48), heatmap_size=(16, 12), **TINY)
@@ -225,8 +225,8 @@ def test_predict_dataset_gives_every_cycle_from_one_pass(tiny_model_and_data) ->
 
 def test_flip_test_averages_with_the_mirrored_pass(tiny_model_and_data) -> None:
     from sdpose_core.data import collate_topdown
-    from sdpose_core.decode import decode_heatmaps, flip_heatmaps_back
-    from sdpose_core.engine import collect_predictions
+    from sdpose_core.heatmaps import decode_heatmaps, flip_heatmaps_back
+    from sdpose_core.train import collect_predictions
 
     model, gt, _ = tiny_model_and_data
     predicted = collect_predictions(model, gt, cycles=2, flip=True, batch_size=5)

@@ -11,9 +11,10 @@ import numpy as np
 import pytest
 
 from sdpose_core.errors import ConfigError, DataError
+from sdpose_core.inference.media import DEFAULT_SMOOTHING
 from sdpose_core.keypoints import COCO17
-from sdpose_core.predict_media import DEFAULT_SMOOTHING
-from sdpose_core.video import (
+from sdpose_core.media.draw import LEFT_COLOR, LOW_CONFIDENCE_COLOR, RIGHT_COLOR, draw_pose
+from sdpose_core.media.video import (
     KeypointSmoother,
     OneEuroFilter,
     VideoWriter,
@@ -21,7 +22,6 @@ from sdpose_core.video import (
     transcode_for_browser,
     video_info,
 )
-from sdpose_core.visualize import LEFT_COLOR, LOW_CONFIDENCE_COLOR, RIGHT_COLOR, draw_pose
 
 FPS = 30.0
 
@@ -283,8 +283,8 @@ def test_draw_pose_many_people_and_bad_input():
 
 @pytest.fixture(scope="module")
 def tiny_predictor():
+    from sdpose_core.inference.predictor import Predictor
     from sdpose_core.models import build_model
-    from sdpose_core.predictor import Predictor
 
     model = build_model("sdpose-t", image_size=(64, 48), heatmap_size=(16, 12), patch_size=(2, 2), dim=32,
                         depth=2, heads=4).eval()
@@ -292,7 +292,7 @@ def tiny_predictor():
 
 
 def test_predict_media_on_images_and_video(tmp_path, shared_data, tiny_predictor):
-    from sdpose_core.predict_media import predict_media
+    from sdpose_core.inference.media import predict_media
 
     image = shared_data / "coco" / "mmpose_coco" / "images" / "000000000785.jpg"
     video = shared_data / "unlabeled" / "videos" / "sports2d_demo.mp4"
@@ -319,7 +319,7 @@ def test_predict_media_on_images_and_video(tmp_path, shared_data, tiny_predictor
 
 
 def test_predict_media_rejects_unknown_inputs(tmp_path, tiny_predictor):
-    from sdpose_core.predict_media import predict_media
+    from sdpose_core.inference.media import predict_media
 
     notes = tmp_path / "notes.txt"
     notes.write_text("hello")

@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 import torch
 
-from sdpose_core.checkpoint import CONFIG_NAME, WEIGHTS_NAME, save_pretrained
 from sdpose_core.errors import CheckpointError, ConfigError
+from sdpose_core.inference.predictor import Predictor
 from sdpose_core.models import build_model
-from sdpose_core.predictor import Predictor
-from sdpose_core.weights import WEIGHTS_ENV, load_weights, resolve_weights, untrained_model
+from sdpose_core.weights.checkpoint import CONFIG_NAME, WEIGHTS_NAME, save_pretrained
+from sdpose_core.weights.load import WEIGHTS_ENV, load_weights, resolve_weights, untrained_model
 
 TINY = dict(image_size=(64, 48), heatmap_size=(16, 12), patch_size=(2, 2), dim=12, depth=2, heads=4)
 
@@ -50,7 +50,7 @@ def test_untrained_default_says_so_and_is_reproducible(tmp_path: Path, no_env: N
 
 
 def test_predictor_without_weights_marks_every_result_untrained(no_env: None) -> None:
-    from sdpose_core.weights import EMBEDDED_DEFAULT_DIR
+    from sdpose_core.weights.load import EMBEDDED_DEFAULT_DIR
 
     if (EMBEDDED_DEFAULT_DIR / WEIGHTS_NAME).is_file():
         pytest.skip("embedded default weights exist now; the untrained path is covered with embedded_dir")
@@ -164,7 +164,7 @@ def test_files_that_are_no_checkpoint_say_what_they_are_and_what_is_expected(tmp
 
 
 def test_training_state_last_pt(tmp_path: Path, no_env: None) -> None:
-    from sdpose_core.engine.state import save_train_state
+    from sdpose_core.train.state import save_train_state
 
     torch.manual_seed(5)
     model = build_model("sdpose-t", **TINY)

@@ -2,7 +2,7 @@
 and the display geometry that maps a click on a shown (scaled, cropped) picture back to image pixels.
 
 Ground truth is drawn as thin white limbs with hollow white joints; predictions with the usual
-side-coloured skeleton (`sdpose_core.visualize.draw_pose`); with error classes on, each classified
+side-coloured skeleton (`sdpose_core.media.draw.draw_pose`); with error classes on, each classified
 predicted joint that is not good gets a ring in its class colour and a line to where the ground truth
 puts that joint.
 """
@@ -17,7 +17,7 @@ import numpy as np
 
 from sdpose_core.analysis.taxonomy import ERROR_CLASSES
 from sdpose_core.keypoints import KeypointLayout
-from sdpose_core.visualize import draw_pose
+from sdpose_core.media.draw import draw_pose
 
 # RGB, chosen to stay apart from the skeleton's side colours (orange / blue / green)
 CLASS_COLORS: dict[str, tuple[int, int, int]] = {

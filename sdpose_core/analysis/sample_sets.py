@@ -28,8 +28,8 @@ from sdpose_core.data.annotations import (
 )
 from sdpose_core.errors import DataError
 from sdpose_core.evaluation.oks import crowd_bucket, crowd_index, oks_area
-from sdpose_core.image_io import load_image
 from sdpose_core.keypoints import KeypointLayout
+from sdpose_core.media.images import load_image
 
 MAX_SEARCH_DEPTH = 3  # folders below the given one searched for annotation files
 MAX_JSON_BYTES = 512 * 1024 * 1024

@@ -107,7 +107,7 @@ def predict_set(
     flip: bool = False,
     progress: Progress | None = None,
 ) -> SetPredictions:
-    """Run `predictor` (a `sdpose_core.predictor.Predictor`) over every image found of the set."""
+    """Run `predictor` (a `sdpose_core.inference.predictor.Predictor`) over every image found of the set."""
     if box_source not in BOX_SOURCES:
         raise ConfigError(f"box_source must be one of {BOX_SOURCES}, got {box_source!r}")
     cycles = int(cycles or predictor.config.cycles)

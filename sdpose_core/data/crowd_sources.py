@@ -18,8 +18,8 @@ from pycocotools import mask as mask_utils
 from sdpose_core.data import crowd_paste as paste
 from sdpose_core.data.annotations import detect_layout, person_category, read_json, validate_coco
 from sdpose_core.errors import DataError
-from sdpose_core.image_io import load_image
 from sdpose_core.keypoints import COCO17
+from sdpose_core.media.images import load_image
 
 MIN_DONOR_KEYPOINTS = 8
 MIN_ANCHOR_HEIGHT = 48.0

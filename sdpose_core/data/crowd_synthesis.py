@@ -67,8 +67,8 @@ from sdpose_core.data.crowd_sources import (
     polygon_mask,
 )
 from sdpose_core.errors import ConfigError, DataError
-from sdpose_core.image_io import load_image
 from sdpose_core.keypoints import COCO17
+from sdpose_core.media.images import load_image
 
 logger = logging.getLogger(__name__)
 

@@ -66,7 +66,7 @@ def download_folder() -> Path:
     env = os.environ.get(DETECTORS_ENV, "").strip()
     if env:
         return Path(env).expanduser().resolve()
-    from sdpose_core.backend_cache import cache_root
+    from sdpose_core.paths import cache_root
 
     return cache_root() / "detectors"
 

@@ -23,11 +23,14 @@ import contextlib
 import logging
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sdpose_core.detection.download import DETECTORS_ENV, RELEASES, download_folder
 from sdpose_core.errors import ConfigError
 from sdpose_core.paths import PROJECT_ROOT
+
+if TYPE_CHECKING:
+    from sdpose_core.detection.ssdlite import DetectorFn, PersonDetectorLike
 
 logger = logging.getLogger(__name__)
 
@@ -131,3 +134,16 @@ def build_detector(name: str = BEST, *, max_persons: int = 20, min_box_size: flo
     detector = PersonDetector(graph_path=graph_path, **single, **threshold, **limits)
     detector.fallback_note = fallback
     return detector
+
+
+def as_detector(detector: PersonDetectorLike | DetectorFn | None, **postprocessing: Any) -> PersonDetectorLike:
+    """An object with `.detect`: detectors pass through, callables are wrapped, None -> the best detector
+    present (build_detector; of `postprocessing` it takes max_persons, min_box_size, score_threshold)."""
+    from sdpose_core.detection.ssdlite import CallableDetector, PersonDetectorLike
+
+    if detector is None:
+        keys = ("max_persons", "min_box_size", "score_threshold")
+        return build_detector(**{k: v for k, v in postprocessing.items() if k in keys})
+    if isinstance(detector, PersonDetectorLike):
+        return detector
+    return CallableDetector(detector, **postprocessing)

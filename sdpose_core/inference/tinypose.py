@@ -1,0 +1,135 @@
+"""PP-TinyPose (PaddleDetection, Apache-2.0) on ncnn: a small COCO-17 top-down model, as a baseline and teacher.
+
+    from sdpose_core.inference.tinypose import TinyPose
+    pose = TinyPose((128, 96))                   # or (256, 192); files from ../shared/teachers/pp_tinypose
+    maps = pose.heatmaps(crops)                  # crops: float32 (N, 3, H, W), RGB, ImageNet-normalised
+    keypoints = pose.predict(image_rgb, boxes)   # (N, 17, 3) x, y (image pixels), score
+
+The model files are not part of the project: they are read from `<teachers>/pp_tinypose/`
+(`sdpose_core.paths.teachers_root()`: `$SDPOSE_TEACHERS`, else `../shared/teachers`) or from the
+folder given; their README there describes them. It runs on the optional `ncnn` package
+(`pip install ncnn`); nothing else of the studio needs it.
+
+Preprocessing and decoding follow that README, which are also SDPose's: the person crop is the mmpose
+top-down one (box centre, aspect fixed to 0.75, x1.25, affine warp; `predict_input.crop_people`), RGB
+normalised with the ImageNet mean / std (what `load_real_crops` and the Predictor feed SDPose, so the
+same crops go to both), 17 heatmaps at stride 4 decoded with DARK; flip test with the one-column
+shift. Each model's input size is fixed by its .param file (feed exactly 256x192 or 128x96).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from sdpose_core.errors import ConfigError, DataError
+
+SIZES = ((256, 192), (128, 96))  # (height, width) of the two models
+INPUT_BLOB = "image"
+OUTPUT_BLOB = "save_infer_model/scale_0.tmp_1"
+NUM_KEYPOINTS = 17
+
+
+def default_folder() -> Path:
+    from sdpose_core.paths import teachers_root
+
+    return teachers_root() / "pp_tinypose"
+
+
+def model_files(input_size: Sequence[int], folder: str | Path | None = None) -> tuple[Path, Path]:
+    """(.param, .bin) of the model for `input_size`; DataError naming the path when they are absent."""
+    height, width = (int(v) for v in input_size)
+    if (height, width) not in SIZES:
+        raise ConfigError(f"PP-TinyPose exists at {' and '.join(f'{h}x{w}' for h, w in SIZES)}, not {height}x{width}")
+    root = Path(folder) if folder is not None else default_folder()
+    param, weights = root / f"tinypose_{height}x{width}.param", root / f"tinypose_{height}x{width}.bin"
+    missing = [str(p) for p in (param, weights) if not p.is_file()]
+    if missing:
+        raise DataError(f"PP-TinyPose {height}x{width} not found: {', '.join(missing)} missing (set SDPOSE_TEACHERS "
+                        "to the folder that holds pp_tinypose/, or pass folder=)")
+    return param, weights
+
+
+def available(input_size: Sequence[int] = SIZES[0], folder: str | Path | None = None) -> str | None:
+    """None when PP-TinyPose can run here, else why not (no ncnn package, or no model files)."""
+    try:
+        import ncnn  # noqa: F401
+    except ImportError:
+        return "the optional ncnn package is not installed (pip install ncnn)"
+    try:
+        model_files(input_size, folder)
+    except (DataError, ConfigError) as exc:
+        return str(exc)
+    return None
+
+
+class TinyPose:
+    """One PP-TinyPose model (see the module docstring). `threads`: ncnn threads; its README measured one
+    thread as fast as two and far steadier on a busy 2-core machine. One extractor per call, so calls from
+    several threads are safe."""
+
+    def __init__(self, input_size: Sequence[int] = SIZES[0], folder: str | Path | None = None,
+                 threads: int = 1) -> None:
+        try:
+            import ncnn
+        except ImportError as exc:
+            raise ConfigError("PP-TinyPose needs the optional ncnn package: pip install ncnn") from exc
+        self.input_size = tuple(int(v) for v in input_size)
+        self.param_path, self.bin_path = model_files(self.input_size, folder)
+        self.net = ncnn.Net()
+        self.net.opt.num_threads = int(threads)
+        if self.net.load_param(str(self.param_path)) != 0 or self.net.load_model(str(self.bin_path)) != 0:
+            raise DataError(f"ncnn could not load {self.param_path} / {self.bin_path} (damaged files?)")
+        self._ncnn: Any = ncnn
+        self.threads = int(threads)
+
+    @property
+    def heatmap_size(self) -> tuple[int, int]:
+        return self.input_size[0] // 4, self.input_size[1] // 4
+
+    def heatmaps(self, crops: np.ndarray) -> np.ndarray:
+        """(N, 17, H/4, W/4) heatmaps of float32 crops (N, 3, H, W), RGB, ImageNet-normalised."""
+        crops = np.asarray(crops, dtype=np.float32)
+        if crops.ndim == 3:
+            crops = crops[None]
+        if crops.ndim != 4 or crops.shape[1:] != (3, *self.input_size):
+            raise DataError(f"PP-TinyPose {self.input_size[0]}x{self.input_size[1]} takes crops of shape "
+                            f"(N, 3, {self.input_size[0]}, {self.input_size[1]}), got {crops.shape}")
+        out = np.empty((len(crops), NUM_KEYPOINTS, *self.heatmap_size), dtype=np.float32)
+        for index, crop in enumerate(crops):
+            extractor = self.net.create_extractor()
+            extractor.input(INPUT_BLOB, self._ncnn.Mat(np.ascontiguousarray(crop)))
+            status, result = extractor.extract(OUTPUT_BLOB)
+            if status != 0:
+                raise DataError(f"ncnn failed on PP-TinyPose {self.param_path.name} (status {status})")
+            out[index] = np.array(result).reshape(NUM_KEYPOINTS, *self.heatmap_size)
+        return out
+
+    def predict(self, image_rgb: np.ndarray, boxes: Any, flip: bool = False, decode: str = "dark") -> np.ndarray:
+        """(N, 17, 3) keypoints (image pixels, heatmap-peak score) of the people in `boxes` ([N, 4] x, y, w, h
+        or Detections); `flip` adds the mirrored crops (with the one-column shift)."""
+        from sdpose_core.data.transforms import heatmap_to_image_coords
+        from sdpose_core.heatmaps import flip_heatmaps_back, heatmap_peaks
+        from sdpose_core.inference.crops import crop_people, parse_boxes, sanitize_boxes, to_rgb_uint8
+        from sdpose_core.keypoints import get_layout
+
+        image_rgb = to_rgb_uint8(image_rgb)
+        raw_boxes, raw_scores = parse_boxes(boxes)
+        clean, scores, kept, notes = sanitize_boxes(raw_boxes, raw_scores, image_rgb.shape)
+        if len(clean) == 0:
+            return np.zeros((0, NUM_KEYPOINTS, 3))
+        batch = crop_people(image_rgb, clean, scores, self.input_size, kept, notes)
+        crops = batch.images.numpy()
+        maps = self.heatmaps(crops)
+        if flip:
+            mirrored = self.heatmaps(np.ascontiguousarray(crops[:, :, :, ::-1]))
+            maps = (maps + flip_heatmaps_back(mirrored, get_layout(NUM_KEYPOINTS).flip_index())) * 0.5
+        coords, peak = heatmap_peaks(maps, decode)
+        xy = heatmap_to_image_coords(coords, batch.centers, batch.scales, self.heatmap_size)
+        return np.concatenate([xy, peak[..., None]], axis=-1)
+
+    def __repr__(self) -> str:
+        return f"TinyPose({self.input_size[0]}x{self.input_size[1]}, {self.param_path.parent}, threads {self.threads})"
