@@ -1,24 +1,47 @@
-"""Pieces every tab uses: an image input that rejects bad files clearly, the UNTRAINED banner, and
-turning core errors into messages in the page instead of tracebacks."""
+"""Pieces every tab uses: binding a module-level callback to the shared context (`bind`), an image input
+that rejects bad files clearly, the UNTRAINED banner, and turning core errors into messages in the page
+instead of tracebacks (`user_errors`)."""
 
 from __future__ import annotations
 
 import functools
 import html
+import inspect
 import logging
 import os
 import tempfile
 import types
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import gradio as gr
+import numpy as np
 
 from sdpose_core.errors import SDPoseError
+
+if TYPE_CHECKING:
+    from sdpose_core.weights.load import WeightsInfo
 
 LOG = logging.getLogger("sdpose_studio")
 MAX_IMAGE_PIXELS = 40_000_000  # 40 MP: above this an upload is refused before it is decoded
 Fn = TypeVar("Fn", bound=Callable[..., Any])
+
+
+def bind(callback: Callable[..., Any], *bound: Any) -> Callable[..., Any]:
+    """`functools.partial(callback, *bound)` (the context, the tab's components) as gradio can read it.
+
+    Every tab callback is a module-level function `callback(ctx, view, *inputs) -> {component: value}`;
+    its event gets `bind(callback, ctx, view)`. gradio reads the callback's signature (a `gr.Progress`
+    default) and its type hints (a `gr.SelectData` parameter), and takes no type hints from a bare
+    partial, so this function carries the callback's name, annotations and the partial's signature."""
+    partial = functools.partial(callback, *bound)
+
+    @functools.wraps(callback)
+    def bound_callback(*args: Any, **kwargs: Any) -> Any:
+        return partial(*args, **kwargs)
+
+    bound_callback.__signature__ = inspect.signature(partial)  # type: ignore[attr-defined]
+    return bound_callback
 
 
 def image_too_large_message(width: int, height: int) -> str:
@@ -57,7 +80,7 @@ def checked_image(**kwargs: Any) -> gr.Image:
     return component
 
 
-def untrained_banner(info: Any) -> str:
+def untrained_banner(info: WeightsInfo | None) -> str:
     """A prominent HTML warning when the weights are untrained; empty when they are trained."""
     if info is None or getattr(info, "trained", True):
         return ""
@@ -71,7 +94,7 @@ def untrained_banner(info: Any) -> str:
     )
 
 
-def weights_line(info: Any) -> str:
+def weights_line(info: WeightsInfo | None) -> str:
     """One Markdown line saying which weights made a result."""
     if info is None:
         return ""
@@ -106,7 +129,7 @@ OUTPUT_DIR = os.path.join(tempfile.gettempdir(), "sdpose-studio-outputs")
 OUTPUT_MAX_AGE_S = 900
 
 
-def image_output_file(rgb: Any, quality: int = 90) -> str:
+def image_output_file(rgb: np.ndarray, quality: int = 90) -> str:
     """A JPEG of the RGB array under a unique name, to hand to an output gr.Image.
 
     gradio caches numpy outputs under a hash of their bytes and rewrites that file in place on every

@@ -8,6 +8,11 @@
     boxes = ctx.detect(image_rgb, "best")  # shared person detectors by name (DETECTOR_CHOICES)
     ctx.samples, ctx.review_dir            # --samples DIR_OR_JSON (default: the shared data root), --review-dir
     ctx.on_page_load(fn, [component, ...])  # fn() fills the components on every page load (no model at build)
+    ctx.sample_sets, ctx.predictions, ctx.analyses, ctx.thumbnails   # the Samples / Review caches (keys below)
+    store, where, opened = ctx.review_store(ann_path)                # the Review tab's store of a set
+
+The fast (BatchNorm-folded) model is the Predictor's own default (`Predictor(cpu_speedups=True)`), so
+`ctx.predictor()` is what the webcam and the photos both run.
 
 Everything heavy (torch models, the SSDLite graph) loads lazily, so the page answers quickly after
 `python app.py`; loads are serialised by locks, so two users asking at once still load a model once.
@@ -21,18 +26,77 @@ import os
 import threading
 import time
 from collections import OrderedDict
+from collections.abc import Callable, Hashable
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+import numpy as np
+
+from sdpose_core.analysis.set_predictions import ResultCache
 from sdpose_core.detection.factory import BEST, DETECTOR_NAMES
 from sdpose_core.errors import ConfigError
 from sdpose_core.paths import PROJECT_ROOT, data_root
+
+if TYPE_CHECKING:
+    from sdpose_core.analysis.review_store import ReviewStore
+    from sdpose_core.detection.ssdlite import Detection, PersonDetectorLike
+    from sdpose_core.inference.predictor import Predictor
+    from sdpose_core.weights.load import WeightsInfo
 
 # name shown in the UI -> what it runs (sdpose_core.detection.factory.DETECTOR_HELP): "best" is the best
 # detector present (RTMDet-nano > YOLOX-Nano > SSDLite), the one photos, video and webcam all use by default.
 DETECTOR_CHOICES = DETECTOR_NAMES
 DEFAULT_DETECTOR = BEST
 MAX_CACHED_PREDICTORS = 3  # weights kept in memory at once (the current one is never evicted)
+# Samples / Review caches, least recently used out first: loaded sets, a set's predictions, their analyses
+# (error classes, AP), drawn gallery thumbnails
+MAX_SAMPLE_SETS, MAX_PREDICTIONS, MAX_ANALYSES, MAX_THUMBNAILS = 8, 4, 8, 160
+
+
+@dataclass(frozen=True)
+class SetFileKey:
+    """A loaded annotation file: a new modification time or size reads it again."""
+
+    path: str  # resolved
+    mtime_ns: int
+    size: int
+
+
+@dataclass(frozen=True)
+class PredictionKey:
+    """What a set's predictions depend on: the (sampled) set as it is on disk, the weights, the settings."""
+
+    sample: str  # annotation path, its modification time and the number of images in the sample
+    weights: str  # the weights spec ("" = the default resolution)
+    weights_description: str  # WeightsInfo.description: other weights under the same spec predict anew
+    cycles: int
+    box_source: str  # "gt" / "detected"
+    flip: bool
+
+    def with_cycles(self, cycles: int) -> PredictionKey:
+        return replace(self, cycles=int(cycles))
+
+
+@dataclass(frozen=True)
+class AnalysisKey:
+    predictions: PredictionKey
+    head_neck: str  # CrowdPose with a COCO-17 model: "drop" / "synthesize"
+
+
+@dataclass(frozen=True)
+class ThumbnailKey:
+    analysis: AnalysisKey
+    cycle: int
+    image_id: Hashable
+
+
+@dataclass(frozen=True)
+class ReviewKey:
+    """One review store per annotation file and review folder."""
+
+    ann_path: str
+    review_dir: str  # "" = next to the data, when writable
 
 
 BUNDLED_GRAPH = Path("assets") / "detector" / "frozen_inference_graph.pb"  # a Space bundles it here
@@ -62,7 +126,7 @@ class _SharedDetector:
     def __init__(self, context: AppContext, name: str) -> None:
         self._context, self._name = context, name
 
-    def detect(self, image_rgb: Any) -> list:
+    def detect(self, image_rgb: np.ndarray) -> list[Detection]:
         return self._context.detector(self._name).detect(image_rgb)
 
 
@@ -96,13 +160,18 @@ class AppContext:
         self.review_dir: str | None = str(review_dir) if review_dir else None
         self.started_at = time.time()
         self._current = _spec_key(weights)
-        self._predictors: OrderedDict[str, Any] = OrderedDict()
+        self._predictors: OrderedDict[str, Predictor] = OrderedDict()
         self._predictor_lock = threading.Lock()
         self._loading: dict[str, threading.Lock] = {}
-        self._fast: dict[int, tuple[Any, Any]] = {}
-        self._detectors: dict[str, Any] = {}
+        self._detectors: dict[str, PersonDetectorLike] = {}
         self._detector_lock = threading.Lock()
-        self.page_load_hooks: list[tuple[Any, list[Any]]] = []
+        self.page_load_hooks: list[tuple[Callable[[], Any], list[Any]]] = []
+        self.sample_sets = ResultCache(size=MAX_SAMPLE_SETS)  # SetFileKey -> SampleSet
+        self.predictions = ResultCache(size=MAX_PREDICTIONS)  # PredictionKey -> SetPredictions
+        self.analyses = ResultCache(size=MAX_ANALYSES)  # AnalysisKey -> SetAnalysis
+        self.thumbnails = ResultCache(size=MAX_THUMBNAILS)  # ThumbnailKey -> drawn RGB array
+        self.review_stores: dict[ReviewKey, tuple[ReviewStore, str]] = {}  # opened once per process
+        self._review_lock = threading.Lock()
 
     @staticmethod
     def _default_samples() -> str | None:
@@ -115,7 +184,7 @@ class AppContext:
         """The current weights spec as given ("" / None: the default resolution order)."""
         return self._current or None
 
-    def predictor(self, weights: str | os.PathLike | None = None) -> Any:
+    def predictor(self, weights: str | os.PathLike | None = None) -> Predictor:
         """The Predictor for `weights` (None: the current weights), loaded once and cached.
 
         Raises SDPoseError subclasses (CheckpointError, ConfigError) with a readable message when the
@@ -151,20 +220,15 @@ class AppContext:
     def _load(self, key: str) -> Any:
         from sdpose_core.inference.predictor import Predictor
 
-        spec: str | None = key or None
-        if spec and not spec.startswith("hf://"):
-            path = Path(spec).expanduser()
-            if path.suffix == ".onnx":
-                return Predictor(weights=path, backend="onnx", detector=_SharedDetector(self, DEFAULT_DETECTOR),
-                                 num_threads=self.num_threads, max_persons=self.max_persons)
-        predictor = Predictor(weights=spec, device=self.device, detector=_SharedDetector(self, DEFAULT_DETECTOR),
+        # an .onnx export runs on onnxruntime: the Predictor picks backend "onnx" for it (weights.parse_weights_spec)
+        predictor = Predictor(weights=key or None, device=self.device, detector=_SharedDetector(self, DEFAULT_DETECTOR),
                               num_threads=self.num_threads, max_persons=self.max_persons)
         # backend="auto" (the default): measure the candidates in a thread, so neither the page nor the first
         # request waits for it (they run on torch meanwhile and say so); cached on disk for the next start
         predictor.start_backend_selection()
         return predictor
 
-    def use_weights(self, weights: str | os.PathLike | None) -> Any:
+    def use_weights(self, weights: str | os.PathLike | None) -> WeightsInfo:
         """Load `weights` (None / "": the default resolution) and make them the current ones.
 
         Returns their WeightsInfo. On failure the current weights stay as they were and the error
@@ -175,41 +239,34 @@ class AppContext:
             self._current = key
         return predictor.weights_info
 
-    def fast_predictor(self, weights: str | os.PathLike | None = None) -> Any:
-        """A Predictor for live video: the same weights with batch norm folded into the convolutions and
-        the stem in channels-last (sdpose_core.deploy.cpu_speedups; heatmaps equal to ~1e-6), no detector (the
-        caller passes boxes). Cached next to the plain one; ONNX predictors are returned as they are."""
-        base = self.predictor(weights)
-        if base.model is None or base.backend != "torch":
-            # ONNX, or an automatic choice: that Predictor already runs the fastest matching backend (its torch
-            # path is the same BN-folded copy)
-            return base
-        with self._predictor_lock:
-            fast = self._fast.get(id(base))
-            if fast is None or fast[0] is not base:
-                from sdpose_core.deploy.cpu_speedups import prepare_for_cpu
-                from sdpose_core.inference.predictor import Predictor
-
-                model = prepare_for_cpu(base.model)
-                fast = (base, Predictor(model, device=base.device, detector=None, weights_info=base.weights_info,
-                                        num_threads=self.num_threads, backend="torch"))
-                self._fast = {key: value for key, value in self._fast.items()
-                              if any(value[0] is p for p in self._predictors.values())}
-                self._fast[id(base)] = fast
-            return fast[1]
-
     @property
-    def weights_info(self) -> Any:
+    def weights_info(self) -> WeightsInfo:
         """WeightsInfo of the current weights (loads them if needed)."""
         return self.predictor().weights_info
 
-    def on_page_load(self, fn: Any, outputs: list[Any]) -> None:
+    def on_page_load(self, fn: Callable[[], Any], outputs: list[Any]) -> None:
         """Run `fn()` -> values for `outputs` whenever a browser loads the page (app.ui registers these as
         private `demo.load` events once all tabs are built); e.g. to show the weights currently in use."""
         self.page_load_hooks.append((fn, list(outputs)))
 
+    # ------------------------------------------------------------------------------- review stores
+    def review_store(self, ann_path: str | os.PathLike) -> tuple[ReviewStore, str, bool]:
+        """(the review store of an annotation file, where it lives in words, whether this call opened it).
+
+        Opened once per process and annotation file; a corrupt file is moved aside (the store's `notes` say
+        so, for the caller to show once: when `opened`)."""
+        from sdpose_core.analysis.review_store import ReviewStore, review_path_for
+
+        key = ReviewKey(str(ann_path), str(self.review_dir or ""))
+        with self._review_lock:
+            if key in self.review_stores:
+                return (*self.review_stores[key], False)
+            path, where = review_path_for(ann_path, self.review_dir)
+            self.review_stores[key] = (ReviewStore.open(path, Path(ann_path), on_corrupt="backup"), where)
+            return (*self.review_stores[key], True)
+
     # ------------------------------------------------------------------------------------- detectors
-    def detector(self, name: str = DEFAULT_DETECTOR) -> Any:
+    def detector(self, name: str = DEFAULT_DETECTOR) -> PersonDetectorLike:
         """The shared person detector called `name` (one of DETECTOR_CHOICES), built on first use."""
         if name not in DETECTOR_CHOICES:
             raise ConfigError(f"unknown detector {name!r}; choose one of {DETECTOR_CHOICES}")
@@ -226,6 +283,6 @@ class AppContext:
         """`name` as the UI shows it: "best" says which detector that is, e.g. "best: RTMDet-nano 384"."""
         return f"{name}: {self.detector(name).name}" if name == BEST else name
 
-    def detect(self, image_rgb: Any, name: str = DEFAULT_DETECTOR) -> list:
+    def detect(self, image_rgb: np.ndarray, name: str = DEFAULT_DETECTOR) -> list[Detection]:
         """Person detections (`Detection`s, best first) from the shared detector `name`."""
         return self.detector(name).detect(image_rgb)

@@ -3,19 +3,18 @@
     demo = build_demo(AppContext())      # one context: models and detectors shared by all users
     launch(demo.queue(default_concurrency_limit=CONCURRENCY))
 
-Every tab is built by a `build_x_tab(ctx)` function in its own module; a tab whose module is missing
-(or fails to import) shows a line saying so, and the rest of the app still starts.
+Every tab is built by the `build_tab(ctx)` function of its module in app/tabs/.
 """
 
 from __future__ import annotations
 
-import importlib
 import logging
 from collections.abc import Callable
 
 import gradio as gr
 
 from app.context import AppContext
+from app.tabs import compare, model, review, samples, webcam
 
 LOG = logging.getLogger("sdpose_studio")
 
@@ -26,13 +25,13 @@ times (cycles); self-distillation teaches cycle 1 — the single pass you deploy
 Compare them on your photos, live on a webcam, and on labelled data.
 """
 
-# (tab title, module, builder function)
-TABS: tuple[tuple[str, str, str], ...] = (
-    ("Compare", "app.compare", "build_compare_tab"),
-    ("Webcam & video", "app.webcam", "build_webcam_tab"),
-    ("Samples & failure analysis", "app.samples", "build_samples_tab"),
-    ("Review", "app.review", "build_review_tab"),
-    ("Model", "app.model_tab", "build_model_tab"),
+# (tab title, builder)
+TABS: tuple[tuple[str, Callable[[AppContext], object]], ...] = (
+    ("Compare", compare.build_tab),
+    ("Webcam & video", webcam.build_tab),
+    ("Samples & failure analysis", samples.build_tab),
+    ("Review", review.build_tab),
+    ("Model", model.build_tab),
 )
 
 CSS = """
@@ -43,39 +42,19 @@ MAX_UPLOAD = "300mb"  # videos; images are further limited by their pixel count 
 CONCURRENCY = 2  # events run at once per event group: the machine has 2 cores and models are shared
 
 
-def _builder(module_name: str, function: str) -> tuple[Callable[[AppContext], None] | None, str]:
-    """The tab's builder, or None and the reason it is not available."""
-    try:
-        module = importlib.import_module(module_name)
-    except ModuleNotFoundError as exc:
-        if exc.name == module_name:
-            return None, f"`{module_name}` is not part of this build yet."
-        LOG.exception("tab module %s failed to import", module_name)
-        return None, f"`{module_name}` could not be imported ({exc})."
-    except Exception as exc:  # noqa: BLE001 - one broken tab must not take the whole studio down
-        LOG.exception("tab module %s failed to import", module_name)
-        return None, f"`{module_name}` could not be imported ({type(exc).__name__}: {exc})."
-    builder = getattr(module, function, None)
-    if builder is None:
-        return None, f"`{module_name}` has no `{function}`."
-    return builder, ""
-
-
 def build_demo(ctx: AppContext | None = None) -> gr.Blocks:
     """The whole studio page for `ctx` (default: a context with the default weights and data)."""
     ctx = ctx or AppContext()
     with gr.Blocks(title="SDPose Studio") as demo:
         gr.Markdown(INTRO)
-        for title, module_name, function in TABS:
-            builder, reason = _builder(module_name, function)
+        views = {}
+        for title, build_tab in TABS:
             with gr.Tab(title):
-                if builder is None:
-                    gr.Markdown(f"**This tab is missing:** {reason}")
-                else:
-                    builder(ctx)
+                views[title] = build_tab(ctx)
         for fn, outputs in ctx.page_load_hooks:
             demo.load(fn, None, outputs, api_visibility="private", show_progress="hidden")
     demo.sdpose_context = ctx  # tests and scripts reach the shared state through the demo
+    demo.sdpose_views = views  # tab title -> the components its callbacks fill (e.g. compare.CompareView)
     return demo
 
 

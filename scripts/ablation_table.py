@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 
 from sdpose_core.evaluation.evaluate import run_baseline_evaluation, run_evaluation
+from sdpose_core.inference.baselines import build_baseline
 from sdpose_core.paths import data_root
 
 RUNS = {
@@ -61,7 +62,8 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(row), flush=True)
     if not args.no_teacher:
         ann, images = sets["real COCO val (29 people)"]
-        report = run_baseline_evaluation("mediapipe", ann=ann, images=images, boxes="gt")
+        with build_baseline("mediapipe") as pose:
+            report = run_baseline_evaluation(pose, ann=ann, images=images, boxes="gt")
         rows.append({"row": "MediaPipe BlazePose (teacher)", "weights": "mediapipe==0.10.21 model_complexity=1",
                      "ap": {"real COCO val (29 people)": {"mediapipe": round(report["metrics"]["mediapipe"]["AP"], 4)}}})
         print(json.dumps(rows[-1]), flush=True)
@@ -80,7 +82,7 @@ def mean_oks(weights: str, ann: str, images: str) -> dict[int, float]:
     from sdpose_core.data import TopDownDataset
     from sdpose_core.evaluation.loop import collect_predictions
     from sdpose_core.evaluation.oks import compute_oks
-    from sdpose_core.weights.checkpoint import load_pretrained
+    from sdpose_core.weights import load_pretrained
 
     model = load_pretrained(weights).eval()
     config = model.config

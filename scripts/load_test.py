@@ -32,7 +32,7 @@ LOOPBACK = {"127.0.0.1", "localhost", "::1"}
 
 
 def default_image() -> str:
-    from app.compare import example_images
+    from app.tabs.compare import example_images
 
     images = example_images()
     shared = [p for p in images if "mmpose_coco" in p]

@@ -22,13 +22,12 @@ import torch
 from sdpose_core.data import TopDownDataset
 from sdpose_core.deploy.cpu_speedups import prepare_for_onnx
 from sdpose_core.deploy.export import export_onnx
-from sdpose_core.deploy.onnx_eval import predict_dataset_onnx
 from sdpose_core.deploy.onnx_runtime import OnnxPoseModel
 from sdpose_core.deploy.quantize import DEFAULT_METHOD, QUANT_METHODS, quantize_int8
 from sdpose_core.evaluation import evaluate_predictions
 from sdpose_core.evaluation.loop import predict_dataset
 from sdpose_core.paths import data_root
-from sdpose_core.weights.load import resolve_weights
+from sdpose_core.weights import load_model
 
 METRICS = ("AP", "AP50", "AP75", "AR")
 
@@ -60,7 +59,7 @@ def main() -> None:
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    model, info = resolve_weights(args.weights, args.model)
+    model, info = load_model(args.weights, args.model)
     config = model.config
     print(f"weights: {info.description}")
     print(f"model: {config.name}, input {tuple(config.image_size)}, cycle {args.cycles}, int8 method {args.method}")
@@ -81,7 +80,7 @@ def main() -> None:
             ann = str(dataset.ann_file)
             table[name] = {"torch": evaluate_predictions(ann, predict_dataset(model, dataset, cycles=args.cycles)[args.cycles])}
             for backend, graph in backends.items():
-                results = predict_dataset_onnx(graph, dataset, cycles=args.cycles)[args.cycles]
+                results = predict_dataset(graph, dataset, cycles=args.cycles, batch_size=16)[args.cycles]
                 table[name][backend] = evaluate_predictions(ann, results)
     print(f"\n{'set / backend':<66}" + "".join(f"{m:>8}" for m in METRICS))
     for name, rows in table.items():

@@ -3,7 +3,7 @@
     python scripts/measure_large_set.py                     # lists ../shared/data, opens lsp_extended,
     python scripts/measure_large_set.py --sample 200 1000   # analyses seeded samples, renders one gallery page
 
-Each step is the function the tab calls (`app.samples`), with the studio's default weights, in this process
+Each step is the function the tab calls (`app.tabs.samples`), with the studio's default weights, in this process
 and on this machine (the CPU is printed). "first page" renders the PAGE_SIZE thumbnails the gallery shows.
 """
 
@@ -17,7 +17,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from app.context import AppContext  # noqa: E402
-from app.samples import PAGE_SIZE, analyse, set_choices  # noqa: E402
+from app.tabs.sample_data import set_choices  # noqa: E402
+from app.tabs.samples import PAGE_SIZE, analyse  # noqa: E402
 from sdpose_core.paths import data_root  # noqa: E402
 from sdpose_core.precision import cpu_description  # noqa: E402
 

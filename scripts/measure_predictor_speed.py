@@ -43,7 +43,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=None, help="torch / onnxruntime threads (default: all)")
     args = parser.parse_args()
     if args.weights:
-        from sdpose_core.weights.checkpoint import load_pretrained
+        from sdpose_core.weights import load_pretrained
 
         model, source = load_pretrained(args.weights).eval(), args.weights
     else:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from sdpose_core.weights.checkpoint import load_pretrained, save_pretrained
+from sdpose_core.weights import load_pretrained, save_pretrained
 
 MAX_BYTES = 10 * 1024 * 1024
 

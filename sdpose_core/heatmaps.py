@@ -1,13 +1,21 @@
-"""Heatmaps -> keypoints (mmpose 0.29 `keypoints_from_heatmaps`, non-UDP), vectorised over N and K.
+"""The heatmap codec (mmpose 0.29 MSRA heatmaps, non-UDP): keypoints -> Gaussian targets and heatmaps
+-> keypoints, side by side, vectorised over N and K.
 
-Two post-processes:
+Encode: `gaussian_targets`, an unnormalised Gaussian (sigma in heatmap pixels) at each joint's exact
+sub-pixel location (mmpose TopDownGenerateTarget, MSRA type, `unbiased_encoding=True`).
+
+Decode, two post-processes:
 - "argmax": the maximum, moved a quarter pixel toward the higher neighbour on each axis (mmpose
   post_process='default');
 - "dark": DARK / "unbiased" (Zhang et al. 2020): blur each map with an 11x11 Gaussian (zero padded,
   rescaled to the original maximum), take the log, and refine the maximum with one second-order
   Taylor (Newton) step. The official SDPose test config uses this.
 The score of a keypoint is the unblurred heatmap's maximum. Coordinates are mapped to the image with
-mmpose `transform_preds` (crop assumed unrotated).
+mmpose `transform_preds` (`heatmap_to_image_coords`, crop assumed unrotated).
+
+Flip test: `flip_heatmaps_back` puts the maps of a mirrored crop back into the crop's frame and
+`flip_average` averages them with the plain maps; every flip test in the project (dataset evaluation,
+the Predictor, ONNX, PP-TinyPose) goes through `flip_average`.
 """
 
 from __future__ import annotations
@@ -18,9 +26,60 @@ import cv2
 import numpy as np
 import torch
 
-from sdpose_core.data.transforms import heatmap_to_image_coords
-
 DECODE_METHODS = ("dark", "argmax")
+
+
+# ------------------------------------------------------------------------------------------------ encode
+def gaussian_targets(
+    joints_xy: np.ndarray,
+    visible: np.ndarray,
+    image_size: tuple[int, int],
+    heatmap_size: tuple[int, int],
+    sigma: float = 2.0,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Heatmaps (K, Hh, Wh) and weights (K, 1), float32, for joints given in crop pixels.
+
+    The Gaussian is centred at the exact sub-pixel location joint / stride (stride = input size /
+    heatmap size per axis) and is not truncated (unbiased encoding). A joint's weight is 1 when it
+    is visible (v > 0) and some of its 3-sigma window overlaps the heatmap, else 0 and its map stays
+    empty; this is mmpose's "outside the heatmap" test, so a joint just past the border still gets a
+    partial Gaussian.
+    """
+    joints_xy = np.asarray(joints_xy, dtype=np.float64).reshape(-1, 2)
+    num_joints = joints_xy.shape[0]
+    heat_h, heat_w = heatmap_size
+    stride = np.array([image_size[1] / heat_w, image_size[0] / heat_h], dtype=np.float64)
+    mu = joints_xy / stride
+    radius = sigma * 3
+    inside = (
+        (mu[:, 0] - radius < heat_w) & (mu[:, 1] - radius < heat_h)
+        & (mu[:, 0] + radius + 1 >= 0) & (mu[:, 1] + radius + 1 >= 0)
+    )
+    weight = (np.asarray(visible).reshape(-1) > 0) & inside
+    # exp(-(dx^2 + dy^2) / 2s^2) factorises: one row profile and one column profile per joint
+    xs = np.arange(heat_w, dtype=np.float64)
+    ys = np.arange(heat_h, dtype=np.float64)
+    gx = np.exp(-((xs[None, :] - mu[:, :1]) ** 2) / (2 * sigma**2))
+    gy = np.exp(-((ys[None, :] - mu[:, 1:]) ** 2) / (2 * sigma**2))
+    gx *= weight[:, None]
+    target = (gy[:, :, None] * gx[:, None, :]).astype(np.float32)
+    return target, weight.astype(np.float32).reshape(num_joints, 1)
+
+
+# ------------------------------------------------------------------------------------------------ decode
+def heatmap_to_image_coords(
+    coords: np.ndarray, centers: np.ndarray, scales: np.ndarray, heatmap_size: tuple[int, int]
+) -> np.ndarray:
+    """Heatmap-pixel coordinates (N, K, 2) back to image pixels (mmpose `transform_preds`, non-UDP).
+
+    Assumes rotation 0 (test crops), as mmpose does: x = u * scale_w / heatmap_w + cx - scale_w / 2.
+    """
+    coords = np.asarray(coords, dtype=np.float64)
+    centers = np.asarray(centers, dtype=np.float64).reshape(-1, 1, 2)
+    scales = np.asarray(scales, dtype=np.float64).reshape(-1, 1, 2)
+    heat_h, heat_w = heatmap_size
+    per_pixel = scales / np.array([heat_w, heat_h], dtype=np.float64)
+    return coords * per_pixel + centers - scales * 0.5
 
 
 def _as_numpy(heatmaps: np.ndarray | torch.Tensor) -> np.ndarray:
@@ -160,6 +219,7 @@ def decode_heatmaps(
     return np.concatenate([xy, scores[..., None].astype(np.float64)], axis=-1)
 
 
+# --------------------------------------------------------------------------------------------- flip test
 def flip_heatmaps_back(
     flipped: np.ndarray | torch.Tensor,
     flip_index: Sequence[int] | np.ndarray | torch.Tensor,
@@ -182,3 +242,14 @@ def flip_heatmaps_back(
     if shift:
         back = np.concatenate([back[..., :1], back[..., :-1]], axis=3)
     return np.ascontiguousarray(back)
+
+
+def flip_average(
+    heatmaps: np.ndarray | torch.Tensor,
+    mirrored: np.ndarray | torch.Tensor,
+    flip_index: Sequence[int] | np.ndarray | torch.Tensor,
+) -> np.ndarray | torch.Tensor:
+    """The flip test (mmpose `flip_test=True`, `shift_heatmap=True`): the mean of the crops' heatmaps and
+    those of their mirror images put back with `flip_heatmaps_back`. numpy in, numpy out; torch in, torch
+    out (on the input's device)."""
+    return (heatmaps + flip_heatmaps_back(mirrored, flip_index)) * 0.5

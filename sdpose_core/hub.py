@@ -1,4 +1,11 @@
-"""Hugging Face Hub downloads that cannot hang: model weights and sample datasets share this.
+"""The `hf://` vocabulary and Hub downloads that cannot hang: model weights and sample datasets share this.
+
+    is_hub_address("hf://org/repo")                          # True: a Hub address, not a local path
+    parse_hub_address("hf://org/repo@v1/coco/t")             # HubAddress("org/repo", "v1", "coco/t", "model")
+    parse_hub_address("hf://datasets/org/name/val")          # HubAddress("org/name", None, "val", "dataset")
+
+An address is `hf://[datasets/]org/repo[@revision][/subfolder]`; without `datasets/` the repo type is the
+caller's (`default_repo_type`: weights are model repos, sample sets are dataset repos).
 
 `fetch_snapshot` runs `huggingface_hub.snapshot_download` in a daemon thread and waits at most
 3 x `timeout_s`, because a stalled connection can outlast the Hub client's own timeouts. In offline mode
@@ -11,10 +18,52 @@ from __future__ import annotations
 import os
 import threading
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
+from sdpose_core.errors import CheckpointError, DataError
+
+HF_PREFIX = "hf://"
+DATASETS_PART = "datasets"  # hf://datasets/org/name: a dataset repo, as in the Hub's own URLs
+REPO_TYPES = ("model", "dataset")
+HUB_ADDRESS_FORMS = ("hf://org/repo[@revision][/subfolder] "
+                     "(a dataset repo: hf://datasets/org/name[@revision][/subfolder])")
 OFFLINE_MODE = "offline mode (HF_HUB_OFFLINE=1): only the local Hub cache is used"
 ONLINE_MODE = "online mode"
+
+
+class HubAddressError(CheckpointError, DataError):
+    """A malformed hf:// address. Weights callers catch it as a CheckpointError, sample-set callers as a
+    DataError, so each reports it the way it reports its other bad input."""
+
+
+class HubAddress(NamedTuple):
+    """A parsed `hf://` address: what `fetch_snapshot` needs, and the folder inside the snapshot."""
+
+    repo_id: str  # "org/repo"
+    revision: str | None  # a branch, tag or commit; None: the default branch
+    subfolder: str  # "" for the repo's top folder
+    repo_type: str  # "model" or "dataset"
+
+
+def is_hub_address(spec: str | os.PathLike | None) -> bool:
+    """True for an `hf://` address (a string; a Path is always local)."""
+    return isinstance(spec, str) and spec.strip().startswith(HF_PREFIX)
+
+
+def parse_hub_address(spec: str, default_repo_type: str = "model") -> HubAddress:
+    """`hf://[datasets/]org/repo[@revision][/subfolder]` -> HubAddress; HubAddressError when malformed."""
+    if default_repo_type not in REPO_TYPES:
+        raise ValueError(f"default_repo_type must be one of {REPO_TYPES}, got {default_repo_type!r}")
+    if not is_hub_address(spec):
+        raise HubAddressError(f"{spec!r} is not a Hub address; expected {HUB_ADDRESS_FORMS}")
+    parts = [part for part in spec.strip()[len(HF_PREFIX):].split("/") if part]
+    repo_type = default_repo_type
+    if parts and parts[0] == DATASETS_PART:
+        repo_type, parts = "dataset", parts[1:]
+    if len(parts) < 2 or "@" in parts[0] or parts[1].startswith("@") or parts[1].endswith("@"):
+        raise HubAddressError(f"bad Hub address {spec!r}; expected {HUB_ADDRESS_FORMS}")
+    name, _, revision = parts[1].partition("@")
+    return HubAddress(f"{parts[0]}/{name}", revision or None, "/".join(parts[2:]), repo_type)
 
 
 def hub_offline() -> bool:

@@ -1,17 +1,17 @@
-"""Which floating-point precision training, evaluation and prediction run in on this machine.
+"""Which device and floating-point precision training, evaluation and prediction run in on this machine.
 
-    from sdpose_core.precision import cpu_has_native_bf16, resolve_amp
+    from sdpose_core.precision import cpu_has_native_bf16, resolve_amp, resolve_device
+    resolve_device("auto")                     # cuda:0 when CUDA is there, else cpu; "cuda" without CUDA: ConfigError
     cpu_has_native_bf16()                      # False on an AVX2-only CPU
     choice = resolve_amp(None, torch.device("cpu"))
     choice.dtype, choice.reason                # None (fp32), "fp32: this CPU (...) has no native bf16 ..."
 
 bf16 autocast on a CPU only pays where the CPU computes in bf16 itself: x86 with AVX512-BF16 or AMX-BF16,
 ARM with the BF16 extension. Elsewhere oneDNN / torch emulate it by converting to and from fp32 around
-every kernel: measured here (2-core AMD EPYC, AVX2 only), SDPose-T's 128x96 single pass ran 8x (batch 1)
-to 15x (batch 8) slower under bf16 autocast than in fp32 (`sdpose benchmark`, "torch single pass
-speed-ups", which still times bf16 and marks it "not native here"). So bf16 is used
-only where it is native; an explicit request for it elsewhere (`--amp`, recipe `"amp": true`) runs
-fp32 and the log line says why. CUDA keeps its own rule (fp16 + GradScaler for training).
+every kernel, which makes bf16 autocast several times slower than fp32 (`sdpose benchmark` measures it in
+"torch single pass speed-ups", which still times bf16 and marks it "not native here"; README, "Backends
+and precision"). So bf16 is used only where it is native; an explicit request for it elsewhere (`--amp`,
+recipe `"amp": true`) runs fp32 and the log line says why. CUDA keeps its own rule (fp16 + GradScaler for training).
 """
 
 from __future__ import annotations
@@ -23,6 +23,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+
+from sdpose_core.errors import ConfigError
 
 CPUINFO_PATH = Path("/proc/cpuinfo")
 # /proc/cpuinfo flags that mean the CPU runs bf16 arithmetic in hardware (x86 "flags", ARM "Features")
@@ -111,6 +113,24 @@ def cpu_description() -> str:
     return f"{cpu_name()}, {capability}"
 
 
+def resolve_device(device: str | torch.device, local_rank: int = 0) -> torch.device:
+    """The torch device to run on: 'auto' -> cuda:LOCAL_RANK when CUDA is there, else cpu; a CUDA device
+    without CUDA, or a name torch does not know, is a ConfigError saying what to pass instead."""
+    if str(device) == "auto":
+        return torch.device(f"cuda:{local_rank}") if torch.cuda.is_available() else torch.device("cpu")
+    try:
+        resolved = torch.device(device)
+    except RuntimeError as exc:
+        raise ConfigError(f"unknown device {device!r}; use auto, cpu, cuda or cuda:N") from exc
+    if resolved.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ConfigError(f"device {str(device)!r} requested but CUDA is not available here; "
+                              "use the CPU (--device cpu, device='cpu')")
+        if resolved.index is None:
+            resolved = torch.device(f"cuda:{local_rank}")
+    return resolved
+
+
 @dataclass(frozen=True)
 class AmpChoice:
     """The autocast dtype to use (None: plain fp32) and the sentence saying why, for logs and reports."""
@@ -153,4 +173,4 @@ def resolve_amp(requested: bool | None, device: torch.device | str, purpose: str
     asked = "bf16 was asked for, but " if requested else ""
     return AmpChoice(None, f"{purpose} in fp32: {asked}this CPU ({cpu_description()}) has no native bf16 "
                            "(avx512_bf16 / amx_bf16), where bf16 autocast is emulated and runs several times "
-                           "slower than fp32 (8-15x for SDPose-T, see sdpose_core/precision.py)")
+                           "slower than fp32 (README, \"Backends and precision\")")

@@ -15,7 +15,7 @@ import pytest
 from sdpose_core.paths import data_root, reference_root
 
 # Tests of other features run the plain torch backend (deterministic, no export); backend="auto" has its own
-# tests (tests/test_backend_auto.py). SDPOSE_BACKEND=auto python -m pytest runs everything under auto.
+# tests (tests/deploy/test_backend_auto.py). SDPOSE_BACKEND=auto python -m pytest runs everything under auto.
 os.environ.setdefault("SDPOSE_BACKEND", "torch")
 
 

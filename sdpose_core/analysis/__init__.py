@@ -8,7 +8,6 @@ predictions for every cycle, per-image / per-person scores, sorting and filterin
     select_images(analysis, cycle=1, sort="worst OKS", bucket="hard", error_class="swap")
 """
 
-from sdpose_core.analysis.hub import download_dataset, is_hub_address
 from sdpose_core.analysis.overlay import (
     CLASS_COLORS,
     DisplayTransform,
@@ -22,6 +21,7 @@ from sdpose_core.analysis.sample_sets import (
     SampleSet,
     SampleSetEntry,
     describe_set,
+    download_dataset,
     find_sample_sets,
     load_sample_set,
 )
@@ -62,6 +62,6 @@ __all__ = [
     "NEAR_KS", "SORT_KEYS", "UNSCORED", "DisplayTransform", "ImagePredictions", "ImageRecord", "KeypointErrors",
     "PersonRecord", "ResultCache", "SampleImage", "SampleSet", "SampleSetEntry", "SetAnalysis", "SetPredictions",
     "analyse_set", "brighten_if_dark", "classify_keypoints", "crop_view", "describe_set", "download_dataset",
-    "find_sample_sets", "first_cycles", "fit_to", "is_hub_address", "keypoint_similarity", "load_sample_set", "match_people",
+    "find_sample_sets", "first_cycles", "fit_to", "keypoint_similarity", "load_sample_set", "match_people",
     "predict_set", "rank_disagreement", "render_comparison", "select_images", "to_set_layout",
 ]

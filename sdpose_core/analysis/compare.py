@@ -24,10 +24,10 @@ import numpy as np
 
 from sdpose_core.media.draw import draw_pose, joint_colors
 
-if TYPE_CHECKING:  # predict_types imports torch; drawing and tables need no torch
+if TYPE_CHECKING:  # inference.results imports torch; drawing and tables need no torch
     from sdpose_core.inference.results import PersonPrediction, PredictionResult
 
-LABEL_COLOR = (255, 215, 0)  # RGB, as the boxes (visualize.BOX_COLOR)
+LABEL_COLOR = (255, 215, 0)  # RGB, as the boxes (media.draw.BOX_COLOR)
 HEATMAP_COLORSCALE = "Inferno"
 
 

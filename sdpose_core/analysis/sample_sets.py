@@ -8,6 +8,11 @@ A set is one ground-truth file. Its images are looked up by `file_name` in `imag
 JSON, then beside the JSON itself, then in `../images`; images that cannot be found are listed in
 `missing_images` (the rest of the set stays usable) and a set where none is found raises DataError.
 A `*detections*.json` list beside the annotations (COCO results format) is the set's detector boxes.
+
+A set can also come from a Hugging Face Hub dataset repo: `download_dataset("hf://datasets/org/name")`
+fetches it once into the Hub cache (`HF_HUB_OFFLINE=1`: the cache only) and returns the local folder; any
+failure (offline, unknown or private repo, a stalled connection) is one DataError saying what happened and
+how to get the data some other way.
 """
 
 from __future__ import annotations
@@ -28,12 +33,14 @@ from sdpose_core.data.annotations import (
 )
 from sdpose_core.errors import DataError
 from sdpose_core.evaluation.oks import crowd_bucket, crowd_index, oks_area
+from sdpose_core.hub import HubFetchError, fetch_snapshot, parse_hub_address
 from sdpose_core.keypoints import KeypointLayout
 from sdpose_core.media.images import load_image
 
 MAX_SEARCH_DEPTH = 3  # folders below the given one searched for annotation files
 MAX_JSON_BYTES = 512 * 1024 * 1024
 _SKIP_DIRS = {"images", "imgs", ".git", "__pycache__", ".cache"}
+HUB_DATASET_TIMEOUT_S = 20.0
 
 
 @dataclass(frozen=True)
@@ -315,3 +322,26 @@ def describe_set(sample_set: SampleSet) -> str:
         text += f"; detector boxes: `{sample_set.detections_path.name}`"
     return "\n\n".join([text, *[f"Note: {note}" for note in sample_set.notes]])
 
+
+def download_dataset(
+    spec: str, cache_dir: str | os.PathLike | None = None, timeout_s: float = HUB_DATASET_TIMEOUT_S
+) -> Path:
+    """The local folder of a Hub dataset repo, `hf://datasets/org/name[@revision][/subfolder]` (`hf://org/name`
+    means a dataset repo here too), downloaded or from the cache; DataError when it cannot be had."""
+    repo_id, revision, subdir, repo_type = parse_hub_address(spec, default_repo_type="dataset")
+    try:
+        snapshot = fetch_snapshot(repo_id, timeout_s, revision=revision, repo_type=repo_type, cache_dir=cache_dir,
+                                  allow_patterns=[f"{subdir}/*"] if subdir else None)
+    except HubFetchError as exc:
+        if exc.cause is None:
+            raise DataError(f"Hub dataset {repo_id!r}: no answer within {exc.waited_s:.0f} s ({exc.mode}); check "
+                            "the network, or download the dataset yourself and open its folder") from None
+        raise DataError(
+            f"cannot get Hub dataset {repo_id!r}{' @' + revision if revision else ''} ({exc.mode}): "
+            f"{exc.reason()}. Check the name and the network (or log in for a private "
+            "repo), or download it while online and open the local folder instead"
+        ) from exc.cause
+    folder = snapshot / subdir
+    if not folder.is_dir():
+        raise DataError(f"Hub dataset {repo_id!r} has no folder {subdir!r}")
+    return folder

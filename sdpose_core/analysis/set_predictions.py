@@ -26,6 +26,7 @@ from sdpose_core.data.transforms import clip_box_xywh
 from sdpose_core.errors import ConfigError, DataError
 from sdpose_core.evaluation.nms import oks_nms
 from sdpose_core.keypoints import KeypointLayout
+from sdpose_core.models.config import check_cycles
 
 BOX_SOURCES = ("gt", "detected")
 NMS_OKS_THRESHOLD = 0.9  # mmpose's oks_thr
@@ -110,9 +111,7 @@ def predict_set(
     """Run `predictor` (a `sdpose_core.inference.predictor.Predictor`) over every image found of the set."""
     if box_source not in BOX_SOURCES:
         raise ConfigError(f"box_source must be one of {BOX_SOURCES}, got {box_source!r}")
-    cycles = int(cycles or predictor.config.cycles)
-    if cycles < 1:
-        raise ConfigError(f"cycles must be >= 1, got {cycles}")
+    cycles = check_cycles(cycles, predictor.config.cycles)
     detections = None
     if box_source == "gt":
         boxes_note = "ground-truth boxes (top-down evaluation convention), one pose per labelled person"
@@ -161,8 +160,8 @@ def predict_set(
 def first_cycles(predictions: SetPredictions, cycles: int) -> SetPredictions:
     """The same predictions cut to cycles 1..`cycles`: in fixed-cycle mode cycle c's output does not depend
     on how many cycles follow it, so a 3-cycle run also answers for 1 and 2 cycles."""
-    if not 1 <= cycles <= predictions.cycles:
-        raise ConfigError(f"cycles must be 1..{predictions.cycles} to cut these predictions, got {cycles}")
+    cycles = check_cycles(cycles, available=predictions.cycles, available_from="these predictions hold",
+                          fix=f"cut them to 1..{predictions.cycles} cycles, or predict the set with {cycles}")
     images = {key: ImagePredictions(p.keypoints[:cycles], p.scores[:cycles], p.boxes_xywh, p.box_scores,
                                     p.kept[:cycles]) for key, p in predictions.images.items()}
     return replace(predictions, cycles=cycles, images=images)

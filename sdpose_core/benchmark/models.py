@@ -1,5 +1,5 @@
 """Which models `sdpose benchmark` times: the embedded default's configuration and the paper's 256x192,
-or one given by weights / input size (split from `sdpose_core.benchmark.speed` to keep files small)."""
+or one given by weights / input size."""
 
 from __future__ import annotations
 
@@ -14,11 +14,11 @@ def embedded_default_model() -> tuple[torch.nn.Module, str]:
     else SDPose-T at DEFAULT_IMAGE_SIZE, the configuration being trained for it (random init)."""
     from sdpose_core.models import build_model
     from sdpose_core.models.registry import model_from_config
-    from sdpose_core.weights.checkpoint import load_pretrained, read_config
-    from sdpose_core.weights.load import EMBEDDED_DEFAULT_DIR
+    from sdpose_core.weights.checkpoint import read_config
+    from sdpose_core.weights.load import EMBEDDED_DEFAULT_DIR, load_model
 
     if (EMBEDDED_DEFAULT_DIR / "model.safetensors").is_file():
-        return load_pretrained(EMBEDDED_DEFAULT_DIR).eval(), f"embedded default {EMBEDDED_DEFAULT_DIR.name}"
+        return load_model(EMBEDDED_DEFAULT_DIR)[0], f"embedded default {EMBEDDED_DEFAULT_DIR.name}"
     torch.manual_seed(0)
     if (EMBEDDED_DEFAULT_DIR / "config.json").is_file():
         return (model_from_config(read_config(EMBEDDED_DEFAULT_DIR)).eval(),
@@ -33,14 +33,14 @@ def benchmark_models(quick: bool = False, weights: str | None = None, image_size
     """label -> (model, where its weights come from) of every configuration to time; the first is the primary
     one (speed-up and int8 sections). Default: the embedded default's configuration and the paper's 256x192."""
     from sdpose_core.models import build_model
-    from sdpose_core.weights.checkpoint import load_pretrained
+    from sdpose_core.weights.load import load_model
 
     def label(model: torch.nn.Module, what: str) -> str:
         height, width = model.config.image_size
         return f"{model.config.name} {height}x{width} ({what})"
 
     if weights:
-        model = load_pretrained(weights).eval()
+        model, _ = load_model(weights)
         return {label(model, "given weights"): (model, str(weights))}
     torch.manual_seed(0)
     if quick:  # at `image_size` when given (e.g. 128x96, to be compared with PP-TinyPose of that size)

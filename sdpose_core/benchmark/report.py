@@ -1,6 +1,5 @@
-"""The benchmark's derived figures (ratios against the goals) and its plain-text report.
-
-Split from `sdpose_core.benchmark.speed` (which measures) so each file stays small.
+"""The benchmark's derived figures (ratios against the goals) and its plain-text report; the measuring is
+`sdpose_core.benchmark.speed`'s.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
-"""Sections of `sdpose.benchmark` that time other things than SDPose's own table: the person detector,
-MediaPipe BlazePose, PP-TinyPose (ncnn) and the automatic backend choice; and the round-robin timer they
-all use (split from `sdpose_core.benchmark.speed` so each file stays small)."""
+"""Sections of `sdpose benchmark` that time other things than SDPose's own table (`sdpose_core.benchmark.speed`):
+the person detector, MediaPipe BlazePose, PP-TinyPose (ncnn) and the automatic backend choice; and the
+round-robin timer they all use."""
 
 from __future__ import annotations
 

@@ -270,7 +270,7 @@ def run_benchmark(json_out: str | os.PathLike | None = None, quick: bool = False
         cycles = sorted({1, 2, 3, *(int(m.config.cycles) for m, _ in models.values())})
         if threads > 1 and not os.environ.get("OMP_WAIT_POLICY") and os.getloadavg()[0] > (os.cpu_count() or 1):
             notes.append("the machine is busier than its cores and OMP_WAIT_POLICY is unset: torch's OpenMP threads "
-                         "busy-wait for each other and torch timings suffer most (measured up to 5x here); "
+                         "busy-wait for each other and torch timings suffer most; "
                          "rerun with OMP_WAIT_POLICY=PASSIVE to see torch without that")
         image, box, image_source = _real_image_and_box()
         if image is None:

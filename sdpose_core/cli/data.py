@@ -1,12 +1,9 @@
-"""`sdpose pseudo-label` and `sdpose synthesize-crowd`: the training-data commands of the demo recipe."""
+"""`sdpose pseudo-label`, `sdpose make-splits` and `sdpose synthesize-crowd`: the demo recipe's training data."""
 
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
-
-from sdpose_core.paths import data_root
 
 
 def add_data_commands(sub: argparse._SubParsersAction) -> None:
@@ -51,14 +48,13 @@ def add_data_commands(sub: argparse._SubParsersAction) -> None:
 def cmd_pseudo_label(args: argparse.Namespace) -> int:
     from sdpose_core.inference.pseudo_label import (
         PseudoLabelConfig,
+        default_margins_file,
         format_counts,
         keypoint_box_margins,
         pseudo_label,
     )
 
-    margins_from = Path(args.margins_from) if args.margins_from else (
-        data_root() / "coco" / "coco_mini_train" / "person_keypoints.json")
-    margins = keypoint_box_margins(margins_from)
+    margins = keypoint_box_margins(Path(args.margins_from) if args.margins_from else default_margins_file())
     cfg = PseudoLabelConfig(joint_threshold=args.joint_threshold, min_joints=args.min_joints,
                             video_stride=args.stride, whole_image=args.whole_image,
                             holdout_every=args.holdout_every, margins=margins)
@@ -76,15 +72,14 @@ def cmd_make_splits(args: argparse.Namespace) -> int:
 
 
 def cmd_synthesize_crowd(args: argparse.Namespace) -> int:
-    from sdpose_core.data.crowd_synthesis import synthesize_crowds
+    from sdpose_core.data.annotations import annotation_image_ids
+    from sdpose_core.data.crowd_synthesis import default_donors, synthesize_crowds
 
-    coco = data_root() / "coco" / "coco_mini_train"
-    exclude: list[int] = []
-    if args.exclude_donor_images:
-        exclude = [int(im["id"]) for im in json.loads(Path(args.exclude_donor_images).read_text())["images"]]
+    shared_ann, shared_images = default_donors()
+    exclude = annotation_image_ids(args.exclude_donor_images) if args.exclude_donor_images else []
     out = synthesize_crowds(
         base_ann=args.base_ann, base_images=args.base_images,
-        donor_ann=args.donor_ann or coco / "person_keypoints.json", donor_images=args.donor_images or coco / "images",
+        donor_ann=args.donor_ann or shared_ann, donor_images=args.donor_images or shared_images,
         out_dir=args.out, count=args.count, seed=args.seed, max_pasted=args.max_pasted,
         exclude_donor_image_ids=exclude,
     )

@@ -1,8 +1,4 @@
-"""The inference commands of the `sdpose` CLI: `predict`, `export` and `benchmark`.
-
-Kept apart from `cli.py` (training and evaluation) so each file stays small; `cli.build_parser` calls
-`add_inference_commands`.
-"""
+"""`sdpose predict`, `sdpose export` and `sdpose benchmark`: running, exporting and timing a model."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""Top-down data pipeline: COCO / CrowdPose person crops, augmentation, Gaussian targets."""
+"""Top-down data pipeline: COCO / CrowdPose person crops and augmentation (the Gaussian targets are
+`sdpose_core.heatmaps.gaussian_targets`, next to the decoding)."""
 
 from sdpose_core.data.augment import AugmentConfig, CropParams, sample_augmentation, sample_rng
 from sdpose_core.data.dataset import (
@@ -9,7 +10,6 @@ from sdpose_core.data.dataset import (
     normalize_crop,
     read_image_bgr,
 )
-from sdpose_core.data.targets import gaussian_targets
 from sdpose_core.data.transforms import (
     affine_points,
     aspect_ratio_of,
@@ -17,7 +17,6 @@ from sdpose_core.data.transforms import (
     center_scale_to_box,
     clip_box_xywh,
     get_affine_matrix,
-    heatmap_to_image_coords,
     invert_affine,
     warp_crop,
 )
@@ -34,9 +33,7 @@ __all__ = [
     "center_scale_to_box",
     "clip_box_xywh",
     "collate_topdown",
-    "gaussian_targets",
     "get_affine_matrix",
-    "heatmap_to_image_coords",
     "invert_affine",
     "normalize_crop",
     "read_image_bgr",

@@ -49,6 +49,15 @@ def read_json(path: Path, what: str) -> Any:
         raise DataError(f"{what} {path} is not valid JSON ({error}); re-export or re-download it") from error
 
 
+def annotation_image_ids(path: str | Path) -> list[int]:
+    """The `id` of every entry of a COCO file's `images` list; DataError naming the file when it has none."""
+    data = read_json(Path(path), "annotation file")
+    images = data.get("images") if isinstance(data, dict) else None
+    if not isinstance(images, list) or not all(isinstance(im, dict) and "id" in im for im in images):
+        raise DataError(f"annotation file {path} has no COCO 'images' list with an 'id' per image")
+    return [int(im["id"]) for im in images]
+
+
 def _normalise_name(name: str) -> str:
     key = re.sub(r"[^a-z0-9]", "", str(name).lower())
     return _NAME_ALIASES.get(key, key)

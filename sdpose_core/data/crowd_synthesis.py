@@ -69,10 +69,12 @@ from sdpose_core.data.crowd_sources import (
 from sdpose_core.errors import ConfigError, DataError
 from sdpose_core.keypoints import COCO17
 from sdpose_core.media.images import load_image
+from sdpose_core.paths import data_root
 
 logger = logging.getLogger(__name__)
 
 OUTPUT_NAME = "person_keypoints.json"
+DEFAULT_DONOR_SPLIT = "coco/coco_mini_train"  # under the shared data root: real COCO people with masks
 MIN_PASTED_KEYPOINTS = 3
 PLACEMENT_TRIES = 8
 JPEG_QUALITY = 95
@@ -221,6 +223,12 @@ def _rules() -> dict[str, Any]:
         "donor_bbox": "extent of the pasted mask in the picture; area/segmentation = visible pixels",
         "anchor": f"base person with box >= {MIN_ANCHOR_HEIGHT:.0f} px high and >= {MIN_ANCHOR_KEYPOINTS} joints",
     }
+
+
+def default_donors() -> tuple[Path, Path]:
+    """(annotation file, image folder) of the shared set whose people are pasted when no donors are given."""
+    split = data_root() / DEFAULT_DONOR_SPLIT
+    return split / OUTPUT_NAME, split / "images"
 
 
 def synthesize_crowds(

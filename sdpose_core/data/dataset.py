@@ -34,9 +34,9 @@ from sdpose_core.data.annotations import (
     validate_coco,
 )
 from sdpose_core.data.augment import AugmentConfig, CropParams, sample_augmentation, sample_rng
-from sdpose_core.data.targets import gaussian_targets
 from sdpose_core.data.transforms import affine_points, aspect_ratio_of, get_affine_matrix, warp_crop
 from sdpose_core.errors import ConfigError, DataError
+from sdpose_core.heatmaps import gaussian_targets
 
 logger = logging.getLogger(__name__)
 
@@ -59,7 +59,7 @@ def normalize_crop(crop_bgr: np.ndarray) -> torch.Tensor:
     """uint8 BGR (H, W, 3) -> float32 RGB (3, H, W) normalised with ImageNet mean/std."""
     height, width = crop_bgr.shape[:2]
     chw = np.empty((3, height, width), dtype=np.float32)
-    # plane by plane: ~15x faster than a strided HWC -> CHW float conversion
+    # plane by plane: contiguous copies, far faster than a strided HWC -> CHW float conversion
     for channel, plane in enumerate(reversed(cv2.split(crop_bgr))):
         chw[channel] = plane
     chw *= _RGB_MULTIPLIER[:, None, None]

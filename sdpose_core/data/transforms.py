@@ -114,17 +114,3 @@ def warp_crop(image: np.ndarray, matrix: np.ndarray, output_size: tuple[int, int
     out_h, out_w = output_size
     return cv2.warpAffine(image, matrix, (int(out_w), int(out_h)), flags=cv2.INTER_LINEAR)
 
-
-def heatmap_to_image_coords(
-    coords: np.ndarray, centers: np.ndarray, scales: np.ndarray, heatmap_size: tuple[int, int]
-) -> np.ndarray:
-    """Heatmap-pixel coordinates (N, K, 2) back to image pixels (mmpose `transform_preds`, non-UDP).
-
-    Assumes rotation 0 (test crops), as mmpose does: x = u * scale_w / heatmap_w + cx - scale_w / 2.
-    """
-    coords = np.asarray(coords, dtype=np.float64)
-    centers = np.asarray(centers, dtype=np.float64).reshape(-1, 1, 2)
-    scales = np.asarray(scales, dtype=np.float64).reshape(-1, 1, 2)
-    heat_h, heat_w = heatmap_size
-    per_pixel = scales / np.array([heat_w, heat_h], dtype=np.float64)
-    return coords * per_pixel + centers - scales * 0.5

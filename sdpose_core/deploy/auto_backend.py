@@ -100,7 +100,7 @@ class BackendSelection:
         return Path(found.path) if found is not None and found.path else None
 
     def describe(self, cycles: int) -> str:
-        """'onnxruntime int8, chosen automatically: 9.5 vs torch fp32 21.1 ms/person (1 cycle)'."""
+        """One line for the UI and logs: the backend chosen for `cycles`, with its and torch fp32's ms/person."""
         name = self.chosen_for(cycles)
         if name is None:
             return f"torch fp32 (auto: no {cycles}-cycle graph was chosen, torch runs it)"

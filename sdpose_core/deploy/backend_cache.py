@@ -88,8 +88,8 @@ def writable_folder(folder: Path) -> tuple[Path, str | None]:
 
 
 def prune_old_choices(backends: Path, keep: int = 8) -> list[Path]:
-    """Delete all but the `keep` most recently used choice folders under `backends` (each holds ~35 MB of
-    graphs for the embedded default; a new code version or new weights make a new one). Returns the removed."""
+    """Delete all but the `keep` most recently used choice folders under `backends` (each holds the exported
+    graphs of one model; a new code version or new weights make a new one). Returns the removed."""
     import shutil
 
     try:

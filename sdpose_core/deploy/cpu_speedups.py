@@ -4,29 +4,21 @@
     fast = prepare_for_cpu(model)          # a copy: BN folded into the convs, stem in channels_last
     export_onnx(prepare_for_onnx(model), "t.onnx")   # a copy whose patch embedding is one strided Conv
 
-Measured on the 2-core AMD EPYC (AVX512-BF16) this project runs on, single pass, time relative to the
-plain model (round-robin medians, one run; OMP_WAIT_POLICY=PASSIVE, see the benchmark):
-                         batch 1   batch 8   max |heatmap change|
-  fold_bn                 1.02      0.99      1e-6
-  channels_last           0.94      0.83      1e-6
-  fold_bn+channels_last   0.92      0.77      1e-6      <- what prepare_for_cpu does (0.80-0.87 in
-                                                          two full benchmark runs)
-  bf16 autocast           0.78      0.50      1.5e-2
-  fold_bn+bf16 autocast   0.77      0.45      1.5e-2
+What each does (`sdpose benchmark` times them against the plain model in its "torch single pass speed-ups"
+section, with their heatmap change; README, "Speed on a 2-core CPU"):
 - `channels_last`: NHWC memory format for the stem's convolutions (oneDNN's preferred layout); the
   input is converted by the first convolution.
 - `fold_bn`: eval-mode BatchNorm is a per-channel affine map, merged into the preceding convolution's
-  weight and bias. Alone it is within noise, with channels_last it removes passes over NHWC maps.
+  weight and bias. With channels_last it removes passes over NHWC maps; `prepare_for_cpu` does both.
 - bf16 autocast (`torch.autocast("cpu", dtype=torch.bfloat16)`) is the largest gain on CPUs with
-  AVX512-BF16/AMX but changes the heatmaps by ~1% of their peak, so it is a caller's choice (e.g. the
+  AVX512-BF16/AMX but changes the heatmaps (bf16 keeps 8 significant bits), so it is a caller's choice (e.g. the
   evaluation's `amp_dtype=torch.bfloat16`), not done here. On CPUs without native bf16 it is emulated and
   several times SLOWER than fp32: callers use it only where `sdpose_core.precision.cpu_has_native_bf16()`.
 
 For ONNX, `prepare_for_onnx(model)` turns the patch embedding (patchify reshape/transpose + Linear) into
 the equivalent strided Conv (`ConvPatchEmbed`, heatmaps within 1e-6), which onnxruntime runs faster and
 hybrid int8 quantizes statically with the stem. `sdpose benchmark` times both graphs in one run (its int8
-section, rows "hybrid" and "hybrid, Linear patch embedding"); SDPose-T 128x96 single pass, hybrid int8,
-ms/person wall (process CPU): batch 1 6.1 (6.1) -> 4.8 (5.3), batch 8 CPU 5.7 -> 4.4; same accuracy vs fp32.
+section, rows "hybrid" and "hybrid, Linear patch embedding").
 """
 
 from __future__ import annotations

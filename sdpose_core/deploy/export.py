@@ -42,8 +42,8 @@ from sdpose_core.deploy.onnx_runtime import (
     output_names,
     write_metadata,
 )
-from sdpose_core.errors import ConfigError, SDPoseError
-from sdpose_core.models.config import ModelConfig
+from sdpose_core.errors import SDPoseError
+from sdpose_core.models.config import ModelConfig, check_cycles
 from sdpose_core.paths import data_root
 
 DEFAULT_ATOL = 1e-4
@@ -131,9 +131,7 @@ def export_onnx(
     import onnx
 
     config: ModelConfig = model.config
-    cycles = int(cycles)
-    if cycles < 1:
-        raise ConfigError(f"cycles must be >= 1, got {cycles}")
+    cycles = check_cycles(cycles)
     out = Path(out_path)
     out.parent.mkdir(parents=True, exist_ok=True)
     # a private CPU copy in eval mode: export toggles training flags on the traced module tree
@@ -203,13 +201,13 @@ def run_export(
     int8: str | None = None,
     int8_out: str | os.PathLike | None = None,
 ) -> dict[str, Any]:
-    """CLI-shaped export: resolve the weights like the Predictor does (`sdpose_core.weights.load`), export to
+    """CLI-shaped export: load the weights like the Predictor does (`sdpose_core.weights.load_model`), export to
     `out`, optionally quantize (`int8` = "hybrid" / "dynamic" / "static") to `int8_out` (default:
     `<out stem>.int8.onnx`), print the reports and return them as a dict. The weights' description
     (UNTRAINED for random weights) is stored in the ONNX metadata."""
-    from sdpose_core.weights.load import resolve_weights
+    from sdpose_core.weights.load import load_model
 
-    torch_model, info = resolve_weights(weights, model)
+    torch_model, info = load_model(weights, model)
     report = export_onnx(torch_model, out, cycles=cycles, opset=opset, dynamic_batch=dynamic_batch,
                          weights_info=info.description)
     print(f"weights: {info.description}")

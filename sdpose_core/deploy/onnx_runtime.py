@@ -2,6 +2,7 @@
 
     model = OnnxPoseModel("sdpose_t.onnx", threads=2)
     [heatmaps_cycle1] = model(crops)       # crops: float32 (B, 3, H, W), RGB, ImageNet-normalised
+    predict_dataset(model, dataset)        # sdpose_core.evaluation.loop: the torch path's dataset loop and scoring
 
 The graph has one input `images` and one output per exported cycle (`heatmaps_cycle1` ...); the
 ModelConfig JSON, the number of exported cycles, the precision and (int8) the quantization are read
@@ -19,8 +20,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from sdpose_core.errors import CheckpointError, ConfigError, DataError
-from sdpose_core.models.config import ModelConfig
+from sdpose_core.errors import CheckpointError, DataError
+from sdpose_core.models.config import ModelConfig, check_cycles
 from sdpose_core.precision import cpu_has_int8_dot
 
 INPUT_NAME = "images"
@@ -153,10 +154,9 @@ class OnnxPoseModel:
         if images.ndim != 4 or images.shape[1:] != expected:
             raise DataError(f"{self.path.name} expects float32 crops of shape (B, {', '.join(map(str, expected))}), "
                             f"got {images.shape}")
-        count = self.cycles if cycles is None else int(cycles)
-        if not 1 <= count <= self.cycles:
-            raise ConfigError(f"{self.path.name} was exported with {self.cycles} cycle(s); cannot return {count}; "
-                              f"re-export with export_onnx(..., cycles={count})")
+        count = check_cycles(cycles, self.cycles, available=self.cycles,
+                             available_from=f"{self.path.name} was exported with",
+                             fix=f"re-export with export_onnx(..., cycles={cycles})")
         names = self.output_names[:count]
         if self.fixed_batch is None or images.shape[0] == self.fixed_batch:
             return self.session.run(names, {self.input_name: images})

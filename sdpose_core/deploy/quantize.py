@@ -132,10 +132,10 @@ def default_int8_types(flags: set[str] | None = None) -> str:
     """"u8s8" where the CPU has VNNI / AMX, else "u8u8".
 
     Without VNNI, onnxruntime's x86 u8 x s8 kernels add pairs of products in 16-bit lanes (vpmaddubsw),
-    which saturate: on an AVX2-only EPYC a random SDPose graph's int8 heatmaps then differed from fp32 by
-    0.95 of a 1.5 peak and 40% of the joints stayed within 4 px. Its u8 x u8 kernels widen to 16 bits
-    before multiplying and cannot saturate (95% within 4 px on the same graph). A graph made here records
-    its types (`sdpose.quantization`), and loading a u8s8 graph on a CPU without VNNI warns.
+    which saturate, so the int8 heatmaps can be far from fp32; its u8 x u8 kernels widen to 16 bits before
+    multiplying and cannot saturate. `python scripts/measure_int8_types.py` compares the two on the current
+    CPU (README, "Speed on a 2-core CPU"). A graph made here records its types (`sdpose.quantization`), and
+    loading a u8s8 graph on a CPU without VNNI warns.
     """
     return "u8s8" if cpu_has_int8_dot(flags) else "u8u8"
 

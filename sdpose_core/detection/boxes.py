@@ -19,7 +19,7 @@ def merge_parts(boxes_xywh: np.ndarray, containment: float) -> np.ndarray:
     person's box the size of a wrong, taller low-score box). Different people do not match this: a child
     in front of an adult, people hugging or a crowd behind lie inside a box but span a small part of its
     width; no two annotated people of the shared COCO / CrowdPose sets are merged
-    (tests/test_detection_onnx.py).
+    (tests/detection/test_detection_onnx.py).
     """
     boxes = np.asarray(boxes_xywh, dtype=np.float64).reshape(-1, 4)
     kept: list[int] = []

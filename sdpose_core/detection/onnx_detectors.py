@@ -3,7 +3,7 @@
 Both follow their own test pipelines (../shared/detectors/README.md):
 - letterbox: scale r = min(S / height, S / width), resize by r (bilinear), paste at the TOP-LEFT of an
   S x S canvas filled with 114; boxes come back in letterboxed pixels and are divided by r;
-- OpenCV's BGR channel order (the order they were trained on: RGB costs RTMDet ~4 box-AP points);
+- OpenCV's BGR channel order (the order they were trained on: RGB input costs RTMDet box AP);
 - RTMDet normalises with the BGR ImageNet mean / std and has NMS in the graph (`dets` [1, N, 5] =
   x1, y1, x2, y2, score; `labels` [1, N]); YOLOX takes raw 0-255 pixels and returns raw grid rows
   (`output` [1, A, 85] = tx, ty, tw, th, objectness, 80 class probabilities, sigmoids applied) that
@@ -21,8 +21,9 @@ from typing import Any
 import cv2
 import numpy as np
 
-from sdpose_core.detection.ssdlite import PART_CONTAINMENT, Detection, _Postprocessing, as_rgb_uint8
+from sdpose_core.detection.ssdlite import PART_CONTAINMENT, Detection, _Postprocessing
 from sdpose_core.errors import CheckpointError, DataError
+from sdpose_core.media.images import to_rgb_uint8
 
 PAD_VALUE = 114
 RTMDET_MEAN_BGR = np.array([103.53, 116.28, 123.675], dtype=np.float32)
@@ -35,7 +36,7 @@ def letterbox(image_rgb: np.ndarray, size: int) -> tuple[np.ndarray, float]:
     """(S x S x 3 BGR uint8 canvas, scale r): the image resized by r = min(S / h, S / w) at the top left,
     the rest filled with 114. Bilinear, as both models' pipelines; area averaging when shrinking more than
     2x, where bilinear (4 source pixels per output pixel) would alias. The channels are swapped after the
-    resize, on the small image (swapping the full photo first took 3 ms of a 40 ms budget)."""
+    resize, on the small image (swapping the full photo first costs a pass over every pixel)."""
     height, width = image_rgb.shape[:2]
     ratio = min(size / height, size / width)
     new_w, new_h = max(1, min(size, int(width * ratio + 0.5))), max(1, min(size, int(height * ratio + 0.5)))
@@ -167,13 +168,13 @@ class OnnxPersonDetector(_Postprocessing, ABC):
 
     def raw_detections(self, image_rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """All person candidates the network returns (xywh image pixels, scores), before thresholding."""
-        image = as_rgb_uint8(image_rgb)
+        image = to_rgb_uint8(image_rgb)
         canvas, ratio = letterbox(image, self.input_size)
         outputs = self.session.run(None, {self.input_name: self._blob(canvas)})
         return self._decode(outputs, ratio)
 
     def detect(self, image_rgb: np.ndarray) -> list[Detection]:
-        image = as_rgb_uint8(image_rgb)
+        image = to_rgb_uint8(image_rgb)
         boxes, scores = self.raw_detections(image)
         return self._finish(boxes, scores, image)
 

@@ -93,28 +93,6 @@ def frozen_graph_path() -> Path:
     return path
 
 
-def as_rgb_uint8(image: Any) -> np.ndarray:
-    """Validate an image and return it as a contiguous HxWx3 uint8 RGB array.
-
-    Accepted: uint8 HxW (grayscale, replicated to 3 channels), HxWx1, HxWx3 (taken as RGB) and HxWx4
-    (RGBA: alpha dropped, not composited). Everything else raises DataError: None, non-arrays, empty
-    arrays, other dtypes (16-bit and float images must be converted to 8-bit by the caller, since only
-    the caller knows their range) and other channel counts.
-    """
-    if image is None:
-        raise DataError("no image given (got None): pass an HxWx3 uint8 RGB array")
-    if not isinstance(image, np.ndarray):
-        raise DataError(f"image must be a numpy array, got {type(image).__name__}")
-    if image.size == 0:
-        raise DataError(f"image is empty (shape {image.shape})")
-    if image.dtype == np.uint16:
-        raise DataError("16-bit images are not supported: convert to 8-bit first, e.g. (image >> 8).astype(np.uint8)")
-    if image.dtype != np.uint8:
-        raise DataError(f"image dtype must be uint8 (0-255), got {image.dtype}; "
-                        "for floats in [0, 1] use (image * 255).round().astype(np.uint8)")
-    return to_rgb_uint8(image)  # channel handling shared with the Predictor
-
-
 def postprocess_boxes(boxes_xywh: np.ndarray, scores: np.ndarray, image_size: tuple[int, int],
                       score_threshold: float, nms_iou: float, min_box_size: float,
                       max_persons: int, containment: float | None = None) -> list[Detection]:
@@ -172,7 +150,7 @@ class WholeImage:
         return "whole image (no detector: the whole image is one person)"
 
     def detect(self, image_rgb: np.ndarray) -> list[Detection]:
-        image = as_rgb_uint8(image_rgb)
+        image = to_rgb_uint8(image_rgb)
         height, width = image.shape[:2]
         return [Detection(box_xywh=np.array([0, 0, width, height], dtype=np.float32), score=1.0)]
 
@@ -192,7 +170,7 @@ class CallableDetector(_Postprocessing):
         return f"custom detector {self.name} (score >= {self.score_threshold:g}, NMS IoU {self.nms_iou:g})"
 
     def detect(self, image_rgb: np.ndarray) -> list[Detection]:
-        image = as_rgb_uint8(image_rgb)
+        image = to_rgb_uint8(image_rgb)
         result = self.fn(image)
         if isinstance(result, tuple) and len(result) == 2:
             boxes, scores = np.asarray(result[0], dtype=np.float64), np.asarray(result[1], dtype=np.float64)
@@ -237,7 +215,7 @@ class PersonDetector(_Postprocessing):
     horizontal squeeze), each also mirrored when `flip` is set. Boxes within TILE_EDGE_FRACTION of a
     crop's inner edge are dropped (the person is cut; another pass sees them whole), and boxes that are
     parts of a better box (`merge_parts`, `containment`) too. `tiles=0, flip=False` is the
-    single-pass detector (about 6x faster, lower recall; see scripts/measure_detector.py). The passes
+    single-pass detector (faster, lower recall: scripts/measure_detector.py; README, "Person detectors"). The passes
     are merged by NMS at `nms_iou`, by default the graph's own NMS IoU (GRAPH_NMS_IOU).
 
     Images larger than `max_side` are first shrunk (area averaging) to that working resolution;
@@ -317,7 +295,7 @@ class PersonDetector(_Postprocessing):
 
     def raw_detections(self, image_rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Person candidates of all passes (each after the network's own NMS): xywh pixels and scores."""
-        image = as_rgb_uint8(image_rgb)
+        image = to_rgb_uint8(image_rgb)
         height, width = image.shape[:2]
         factor = min(1.0, self.max_side / max(height, width))
         work = image if factor == 1.0 else cv2.resize(
@@ -346,7 +324,7 @@ class PersonDetector(_Postprocessing):
         return boxes, np.concatenate(all_scores)
 
     def detect(self, image_rgb: np.ndarray) -> list[Detection]:
-        image = as_rgb_uint8(image_rgb)
+        image = to_rgb_uint8(image_rgb)
         boxes, scores = self.raw_detections(image)
         return self._finish(boxes, scores, image)
 

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import torch
-from torch import nn
 
 from sdpose_core.errors import ConfigError
 from sdpose_core.evaluation.loop import (
@@ -19,78 +19,9 @@ from sdpose_core.evaluation.loop import (
     uses_detected_boxes,
 )
 from sdpose_core.keypoints import get_layout
-from sdpose_core.train.distributed import resolve_device
-from sdpose_core.train.state import STATE_FORMAT
-
-
-def _training_state(path: Path) -> dict[str, Any] | None:
-    """The contents of a run's last.pt, or None when `path` is something else."""
-    if not (path.is_file() and path.suffix == ".pt"):
-        return None
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception:  # noqa: BLE001 - not ours: let load_checkpoint report on it
-        return None
-    return state if isinstance(state, dict) and state.get("format") == STATE_FORMAT else None
-
-
-def load_model_for_eval(
-    weights: str, model_name: str | None = None, model_overrides: dict[str, Any] | None = None,
-    default_num_keypoints: int | None = None,
-) -> nn.Module:
-    """A model with `weights` loaded (strictly).
-
-    weights: our folder (config.json + model.safetensors) or hf://org/repo[/subdir] -> built from its
-    config; a training run's last.pt -> built from the config stored in it; an official .pth (or any
-    state dict) -> built as `model_name` (+ overrides; the keypoint count defaults to the dataset's), or,
-    without `model_name`, as the variant inferred from the weights.
-    """
-    from sdpose_core.models import build_model
-    from sdpose_core.models.config import ModelConfig
-    from sdpose_core.models.registry import model_from_config
-    from sdpose_core.weights.checkpoint import load_checkpoint, load_pretrained
-
-    overrides = dict(model_overrides or {})
-    path = Path(weights)
-    state = _training_state(path)
-    if state is not None:
-        model = model_from_config(ModelConfig.from_dict(state["model_config"]))
-        model.load_state_dict(state["model"], strict=True)
-        return model
-    if weights.startswith("hf://") or (path.is_dir() and (path / "config.json").is_file()):
-        model = load_pretrained(weights)
-        if model_name and model_name.lower().replace("_", "-") != model.config.name:
-            raise ConfigError(
-                f"--model {model_name} does not match the weights in {weights}, which are {model.config.name}; "
-                "drop --model (the folder's config.json says what to build)"
-            )
-        return model
-    if path.is_dir() and (path / "last.pt").is_file():
-        raise ConfigError(
-            f"{weights} is a training run directory; pass {path / 'final'} or {path / 'best'} (weights) "
-            f"or {path / 'last.pt'} (training state)"
-        )
-    if not path.exists():
-        raise ConfigError(f"weights not found: {weights} (a weights folder, a .pth/.pt file or hf://org/repo)")
-    if not model_name:
-        # an official checkpoint: the variant and keypoint count are inferred from its weights
-        return load_pretrained(weights)
-    if default_num_keypoints is not None:
-        overrides.setdefault("num_keypoints", default_num_keypoints)
-    model = build_model(model_name, **overrides)
-    return load_checkpoint(model, weights)
-
-
-def _annotation_layout(ann: str, dataset: str | None) -> int | None:
-    """Keypoint count of the annotation file (for building an official model); None if unreadable."""
-    if dataset:
-        return get_layout(dataset).num_keypoints
-    try:
-        data = json.loads(Path(ann).read_text())
-        names = next((c.get("keypoints") for c in data.get("categories", []) if c.get("keypoints")), None)
-        return len(names) if names else None
-    except (OSError, ValueError, AttributeError):
-        return None  # the dataset constructor reports on the file properly
+from sdpose_core.models.config import check_cycles
+from sdpose_core.precision import resolve_device
+from sdpose_core.weights.load import load_model
 
 
 def _what_was_scored(ann: str, images: str, kind: str, scoring: str, boxes: str, detected: bool,
@@ -133,12 +64,11 @@ def run_evaluation(
     start = time.perf_counter()
     torch_device = resolve_device(device)
     precision = resolve_amp(amp, torch_device, "evaluation")
-    model = load_model_for_eval(weights, model_name, model_overrides, _annotation_layout(ann, dataset))
-    model.to(torch_device).eval()
+    # our folder / hf:// / a run's last.pt build from their own config; an official .pth or state dict is
+    # built as --model (+ --override fields), else as the variant its weights fit
+    model, _ = load_model(weights, model_name, torch_device, model_overrides=model_overrides)
     config = model.config
-    cycles = int(cycles or config.cycles)
-    if cycles < 1:
-        raise ConfigError(f"--cycles must be >= 1, got {cycles}")
+    cycles = check_cycles(cycles, config.cycles, where="--cycles")
     data = TopDownDataset(
         ann, images, train=False, image_size=tuple(config.image_size), heatmap_size=tuple(config.heatmap_size),
         boxes=boxes, det_score_threshold=det_score_threshold, layout=dataset,
@@ -199,38 +129,45 @@ def run_evaluation(
     }
 
 
-BASELINES = ("mediapipe",)
-# The crop our models see is the aspect-fixed box x 1.25 (mmpose padding); MediaPipePose adds `padding`
-# of the box on EACH side, so 0.125 hands BlazePose exactly that crop.
-MODEL_CROP_PADDING = 0.125
+class BaselinePose(Protocol):
+    """A baseline pose model that `run_baseline_evaluation` scores (e.g. `inference.baselines.MediaPipePose`).
+
+    `name` keys its metrics; `describe()` is the report's "model" entry; `predict(image_rgb, boxes)` gives,
+    for each [x, y, w, h] box (the aspect-fixed box before the 1.25 padding), an object with `keypoints`
+    (17, 3: image x, y, score) and `found`.
+    """
+
+    name: str
+
+    def describe(self) -> dict[str, Any]: ...
+
+    def predict(self, image_rgb: np.ndarray, boxes: np.ndarray) -> Sequence[Any]: ...
 
 
 def run_baseline_evaluation(
-    baseline: str,
+    pose: BaselinePose,
     ann: str,
     images: str,
     boxes: str = "gt",
     det_score_threshold: float = 0.0,
     dataset: str | None = None,
-    padding: float = MODEL_CROP_PADDING,
     save_preds: str | None = None,
     progress: bool = False,
 ) -> dict[str, Any]:
-    """Score a baseline pose model (MediaPipe BlazePose) like `run_evaluation` scores ours.
+    """Score a baseline pose model (built by the caller, e.g. `inference.baselines.build_baseline`) like
+    `run_evaluation` scores ours.
 
-    The people are the same samples our models get (GT boxes or detections, same filtering); BlazePose
-    runs on each person's crop, and the keypoints go through the same mmpose post-processing (rescoring,
+    The people are the same samples our models get (GT boxes or detections, same filtering); the baseline
+    runs on each person's box, and the keypoints go through the same mmpose post-processing (rescoring,
     OKS-NMS for detections) and xtcocotools scoring. The metrics dict has one entry, keyed by the
     baseline's name.
     """
     from sdpose_core.data import TopDownDataset
     from sdpose_core.data.transforms import center_scale_to_box
     from sdpose_core.evaluation import evaluate_coco_on_crowdpose, evaluate_predictions, postprocess_topdown
-    from sdpose_core.inference.baselines import MediaPipePose
     from sdpose_core.media.images import load_image
 
-    if baseline not in BASELINES:
-        raise ConfigError(f"unknown baseline {baseline!r}; available: {', '.join(BASELINES)}")
+    baseline = pose.name
     start = time.perf_counter()
     # image_size only sets the 3:4 aspect ratio of the boxes, as for SDPose at 256x192 or 128x96
     data = TopDownDataset(ann, images, train=False, boxes=boxes, det_score_threshold=det_score_threshold,
@@ -247,13 +184,12 @@ def run_baseline_evaluation(
 
         image_indices = tqdm(image_indices, desc=baseline, unit="image", leave=False)
     t0 = time.perf_counter()
-    with MediaPipePose(padding=padding) as pose:
-        for image_index in image_indices:
-            rows = order[samples.image_index[order] == image_index]
-            image = load_image(data.image_files[image_index])
-            for row, person in zip(rows, pose.predict(image, crops[rows]), strict=True):
-                keypoints[row] = person.keypoints
-                found += person.found
+    for image_index in image_indices:
+        rows = order[samples.image_index[order] == image_index]
+        image = load_image(data.image_files[image_index])
+        for row, person in zip(rows, pose.predict(image, crops[rows]), strict=True):
+            keypoints[row] = person.keypoints
+            found += person.found
     inference_s = time.perf_counter() - t0
 
     detected = uses_detected_boxes(data)
@@ -275,8 +211,7 @@ def run_baseline_evaluation(
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(results))
     return {
-        "model": {"name": baseline, "detail": "MediaPipe BlazePose full (model_complexity=1), 33 -> COCO-17",
-                  "crop_padding_each_side": padding},
+        "model": pose.describe(),
         "baseline": baseline,
         **_what_was_scored(ann, images, kind, scoring, boxes, detected, det_score_threshold, len(samples)),
         "poses_found": int(found),

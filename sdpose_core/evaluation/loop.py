@@ -1,5 +1,7 @@
 """Inference over a top-down dataset: every cycle's keypoints from ONE multi-cycle forward pass.
 
+The one dataset loop of the project: the forward is any `PoseForward` (a torch model through
+`TorchPoseForward`, an ONNX graph through `OnnxPoseModel`), the rest is shared.
 `predict_dataset` = `collect_predictions` (forward + optional flip test + decoding, per cycle) followed
 by `predictions_to_results` (mmpose TopDown evaluate post-processing: rescoring, OKS-NMS per image for
 detected boxes, COCO keypoint results). The two halves are separate so that validation under torchrun
@@ -14,7 +16,7 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -23,6 +25,7 @@ from torch.utils.data import DataLoader, Dataset, Subset
 
 from sdpose_core.errors import ConfigError, DataError
 from sdpose_core.keypoints import get_layout
+from sdpose_core.models.config import check_cycles
 
 # mmpose TopDownCocoDataset / TopDownCrowdPoseDataset evaluation defaults (the official configs).
 VIS_THRESHOLD = 0.2  # keypoints scoring above this count towards the instance's rescored score
@@ -61,24 +64,99 @@ class DatasetPredictions:
         )
 
 
+class PoseForward(Protocol):
+    """What the dataset loop runs: crops (B, 3, H, W) -> heatmaps of cycles 1..cycles, each (B, K, Hh, Wh).
+
+    `TorchPoseForward` (a torch model) and `sdpose_core.deploy.onnx_runtime.OnnxPoseModel` are two. An
+    optional `device` attribute says where the crops go before the call (default: they stay on the CPU).
+    """
+
+    @property
+    def input_size(self) -> tuple[int, int]: ...  # (height, width) of the crops
+
+    @property
+    def num_keypoints(self) -> int: ...
+
+    @property
+    def cycles(self) -> int: ...  # what `cycles=None` runs
+
+    def __call__(self, images: torch.Tensor, cycles: int) -> Sequence[np.ndarray | torch.Tensor]: ...
+
+
 def _model_config(model: nn.Module) -> Any:
     inner = model.module if hasattr(model, "module") else model
     return inner.config
 
 
-def _check_compatible(model: nn.Module, dataset: Dataset) -> None:
-    config = _model_config(model)
+class TorchPoseForward:
+    """A torch pose model (also DDP-wrapped) as a `PoseForward`: run on `device` (default: where its weights
+    are) in eval mode (its training flag is restored after each call), under `amp_dtype` autocast when
+    given; heatmaps come back float32 on that device."""
+
+    def __init__(self, model: nn.Module, device: torch.device | str | None = None,
+                 amp_dtype: torch.dtype | None = None) -> None:
+        self.model = model
+        self.config = _model_config(model)
+        self.device = torch.device(device) if device is not None else next(model.parameters()).device
+        self.amp_dtype = amp_dtype
+
+    @property
+    def input_size(self) -> tuple[int, int]:
+        return tuple(self.config.image_size)  # type: ignore[return-value]
+
+    @property
+    def num_keypoints(self) -> int:
+        return int(self.config.num_keypoints)
+
+    @property
+    def cycles(self) -> int:
+        return int(self.config.cycles)
+
+    @torch.inference_mode()
+    def __call__(self, images: torch.Tensor, cycles: int | None = None) -> list[torch.Tensor]:
+        images = torch.as_tensor(images).to(self.device, non_blocking=True)
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None):
+                outputs = self.model(images, cycles=cycles)
+        finally:
+            self.model.train(was_training)
+        return [output.heatmaps.float() for output in outputs]
+
+    def __repr__(self) -> str:
+        return f"TorchPoseForward({self.config.name} on {self.device})"
+
+
+def as_pose_forward(model: PoseForward | nn.Module, device: torch.device | str | None = None,
+                    amp_dtype: torch.dtype | None = None) -> PoseForward:
+    """`model` as the loop runs it: a torch module wrapped in `TorchPoseForward`, anything else as it is."""
+    if isinstance(model, nn.Module):
+        return TorchPoseForward(model, device, amp_dtype)
+    if device is not None or amp_dtype is not None:
+        raise ConfigError(f"device and amp_dtype are for torch models; {model!r} runs where it was built")
+    return model
+
+
+def _check_compatible(forward: PoseForward, dataset: Dataset) -> None:
     image_size = getattr(dataset, "image_size", None)
-    if image_size is not None and tuple(image_size) != tuple(config.image_size):
+    expected = tuple(forward.input_size)
+    if image_size is not None and tuple(image_size) != expected:
         raise ConfigError(
-            f"dataset crops are {tuple(image_size)} (H, W) but the model expects {tuple(config.image_size)}; "
-            "build the dataset with image_size=model.config.image_size"
+            f"dataset crops are {tuple(image_size)} (H, W) but the model expects {expected}; "
+            f"build the dataset with image_size={expected} (the model's input size)"
         )
+
+
+def _as_numpy(heatmaps: np.ndarray | torch.Tensor) -> np.ndarray:
+    if isinstance(heatmaps, torch.Tensor):
+        return heatmaps.float().cpu().numpy()
+    return np.asarray(heatmaps, dtype=np.float32)
 
 
 @torch.inference_mode()
 def collect_predictions(
-    model: nn.Module,
+    forward: PoseForward | nn.Module,
     dataset: Dataset,
     cycles: int | None = None,
     flip: bool = False,
@@ -90,26 +168,28 @@ def collect_predictions(
     amp_dtype: torch.dtype | None = None,
     progress: bool = False,
 ) -> DatasetPredictions:
-    """Run the model over `dataset` (or the `indices` subset) and decode every cycle's heatmaps."""
-    from sdpose_core.data import collate_topdown
-    from sdpose_core.heatmaps import decode_heatmaps, flip_heatmaps_back
+    """Run `forward` over `dataset` (or the `indices` subset) and decode every cycle's heatmaps.
 
-    _check_compatible(model, dataset)
-    config = _model_config(model)
-    cycles = int(cycles or config.cycles)
-    if cycles < 1:
-        raise ConfigError(f"cycles must be >= 1, got {cycles}")
-    device = torch.device(device) if device is not None else next(model.parameters()).device
-    flip_index = torch.as_tensor(get_layout(int(config.num_keypoints)).flip_index(), dtype=torch.long)
+    `forward`: a torch pose model (`device` / `amp_dtype` as in `TorchPoseForward`) or any `PoseForward`,
+    e.g. an `OnnxPoseModel`; everything but the forward call (flip test in the same batch, decoding,
+    the arrays) is this one loop, so torch and ONNX numbers differ only by what their graphs compute.
+    """
+    from sdpose_core.data import collate_topdown
+    from sdpose_core.heatmaps import decode_heatmaps, flip_average
+
+    forward = as_pose_forward(forward, device, amp_dtype)
+    _check_compatible(forward, dataset)
+    cycles = check_cycles(cycles, forward.cycles)
+    target = getattr(forward, "device", None)
+    name = repr(forward)
+    flip_index = get_layout(int(forward.num_keypoints)).flip_index()
 
     subset_indices = np.arange(len(dataset)) if indices is None else np.asarray(list(indices), dtype=np.int64)
     source = dataset if indices is None else Subset(dataset, subset_indices.tolist())
     loader = DataLoader(
         source, batch_size=batch_size, shuffle=False, num_workers=num_workers, collate_fn=collate_topdown,
-        pin_memory=device.type == "cuda",
+        pin_memory=target is not None and torch.device(target).type == "cuda",
     )
-    was_training = model.training
-    model.eval()
     per_cycle: dict[int, list[np.ndarray]] = {c: [] for c in range(1, cycles + 1)}
     image_ids, box_scores, centers, scales = [], [], [], []
     forward_s = decode_s = 0.0
@@ -118,41 +198,36 @@ def collect_predictions(
         from tqdm import tqdm
 
         batches = tqdm(loader, desc="inference", unit="batch", leave=False)
-    try:
-        for batch in batches:
-            images = batch["image"].to(device, non_blocking=True)
-            meta = batch["meta"]
-            t0 = time.perf_counter()
-            if flip:  # one forward over the crops and their mirror images (BN is in eval mode)
-                images = torch.cat([images, torch.flip(images, dims=[3])])
-            with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-                outputs = model(images, cycles=cycles)
-            heatmaps = torch.stack([output.heatmaps.float() for output in outputs])  # (C, B or 2B, K, H, W)
-            if flip:
-                plain, mirrored = heatmaps.chunk(2, dim=1)
-                back = flip_heatmaps_back(mirrored.flatten(0, 1), flip_index.to(heatmaps.device))
-                heatmaps = (plain + back.reshape(plain.shape)) * 0.5
-            heatmaps_np = heatmaps.cpu().numpy()
-            t1 = time.perf_counter()
-            batch_centers = np.asarray(meta["center"], dtype=np.float64).reshape(-1, 2)
-            batch_scales = np.asarray(meta["scale"], dtype=np.float64).reshape(-1, 2)
-            # all cycles decoded in one vectorised call
-            decoded = decode_heatmaps(
-                heatmaps_np.reshape(-1, *heatmaps_np.shape[2:]), np.tile(batch_centers, (cycles, 1)),
-                np.tile(batch_scales, (cycles, 1)), method=decode,
-            ).reshape(cycles, len(batch_centers), -1, 3)
-            for c in range(1, cycles + 1):
-                per_cycle[c].append(decoded[c - 1])
-            decode_s += time.perf_counter() - t1
-            forward_s += t1 - t0
-            image_ids.append(np.asarray(meta["image_id"], dtype=np.int64).reshape(-1))
-            box_scores.append(np.asarray(meta["box_score"], dtype=np.float64).reshape(-1))
-            centers.append(batch_centers)
-            scales.append(batch_scales)
-    finally:
-        model.train(was_training)
+    for batch in batches:
+        images = batch["image"] if target is None else batch["image"].to(target, non_blocking=True)
+        meta = batch["meta"]
+        people = int(images.shape[0])
+        t0 = time.perf_counter()
+        if flip:  # one forward over the crops and their mirror images (BN is in eval mode)
+            images = torch.cat([images, torch.flip(images, dims=[3])])
+        outputs = list(forward(images, cycles=cycles))
+        check_cycles(cycles, available=len(outputs), available_from=f"{name} returned")
+        if flip:
+            outputs = [flip_average(heatmaps[:people], heatmaps[people:], flip_index) for heatmaps in outputs]
+        heatmaps_np = np.stack([_as_numpy(heatmaps) for heatmaps in outputs[:cycles]])  # (C, B, K, H, W)
+        t1 = time.perf_counter()
+        batch_centers = np.asarray(meta["center"], dtype=np.float64).reshape(-1, 2)
+        batch_scales = np.asarray(meta["scale"], dtype=np.float64).reshape(-1, 2)
+        # all cycles decoded in one vectorised call
+        decoded = decode_heatmaps(
+            heatmaps_np.reshape(-1, *heatmaps_np.shape[2:]), np.tile(batch_centers, (cycles, 1)),
+            np.tile(batch_scales, (cycles, 1)), method=decode,
+        ).reshape(cycles, len(batch_centers), -1, 3)
+        for c in range(1, cycles + 1):
+            per_cycle[c].append(decoded[c - 1])
+        decode_s += time.perf_counter() - t1
+        forward_s += t1 - t0
+        image_ids.append(np.asarray(meta["image_id"], dtype=np.int64).reshape(-1))
+        box_scores.append(np.asarray(meta["box_score"], dtype=np.float64).reshape(-1))
+        centers.append(batch_centers)
+        scales.append(batch_scales)
 
-    num_keypoints = int(config.num_keypoints)
+    num_keypoints = int(forward.num_keypoints)
     if not image_ids:  # an empty shard (more ranks than samples)
         empty = np.zeros((0,), dtype=np.float64)
         return DatasetPredictions(
@@ -195,7 +270,7 @@ def predictions_to_results(
 
 
 def predict_dataset(
-    model: nn.Module,
+    forward: PoseForward | nn.Module,
     dataset: Dataset,
     cycles: int | None = None,
     flip: bool = False,
@@ -207,19 +282,21 @@ def predict_dataset(
     amp_dtype: torch.dtype | None = None,
     progress: bool = False,
 ) -> dict[int, list[dict[str, Any]]]:
-    """COCO keypoint results for every cycle 1..cycles from one forward pass per batch.
+    """COCO keypoint results for every cycle 1..cycles from one forward pass per batch (`forward` as in
+    `collect_predictions`: a torch model or an `OnnxPoseModel`).
 
     `nms=None` applies OKS-NMS only when the dataset's boxes are detections (`dataset.boxes` is a file),
     as mmpose does for detector boxes; GT boxes are one per person and are kept as they are. Results carry the
     model's keypoint layout (17 joints for a COCO model even on CrowdPose images).
     """
+    forward = as_pose_forward(forward, device, amp_dtype)
     predictions = collect_predictions(
-        model, dataset, cycles=cycles, flip=flip, decode=decode, batch_size=batch_size, device=device,
-        num_workers=num_workers, amp_dtype=amp_dtype, progress=progress,
+        forward, dataset, cycles=cycles, flip=flip, decode=decode, batch_size=batch_size,
+        num_workers=num_workers, progress=progress,
     )
     if nms is None:
         nms = uses_detected_boxes(dataset)
-    sigmas = get_layout(int(_model_config(model).num_keypoints)).sigmas_array()
+    sigmas = get_layout(int(forward.num_keypoints)).sigmas_array()
     return predictions_to_results(predictions, sigmas, nms=nms)
 
 

@@ -40,30 +40,6 @@ def default_backend() -> str:
     return value
 
 
-def load_onnx_weights(model: Any, weights: Any, threads: int | None) -> tuple[Any, Any]:
-    """backend="onnx": (OnnxPoseModel of the `weights` .onnx file, its WeightsInfo)."""
-    from sdpose_core.weights.load import WeightsInfo
-
-    try:
-        from sdpose_core.deploy.onnx_runtime import OnnxPoseModel
-    except ImportError as exc:
-        raise ConfigError(f"backend='onnx' needs sdpose_core.deploy.onnx_runtime.OnnxPoseModel, which is not available "
-                          f"({exc}); use backend='torch'") from exc
-    if weights is None:
-        raise ConfigError("backend='onnx' needs weights= the path of an exported .onnx file")
-    onnx_model = OnnxPoseModel(weights, threads=threads)
-    config = onnx_model.config
-    if isinstance(model, str) and model.lower().replace("_", "-") != config.name:
-        raise ConfigError(f"model {model!r} was requested but {weights} holds {config.name!r}")
-    # the export stores a free-text weights description; without one, nothing says the weights are trained
-    described = getattr(onnx_model, "weights_info", None)
-    trained = bool(described) and not str(described).startswith("UNTRAINED")
-    description = str(described) if described else (
-        "UNTRAINED or unknown: the ONNX file does not say where its weights came from")
-    return onnx_model, WeightsInfo("onnx", str(weights), trained,
-                                   f"{description} ({config.name} on onnxruntime, {weights})", config.to_dict())
-
-
 @dataclass
 class Plan:
     """How one call runs: `name` (a BACKENDS entry), `detail` (the human line for timing displays), the

@@ -25,9 +25,14 @@ from typing import Any
 
 import numpy as np
 
-from sdpose_core.detection.ssdlite import as_rgb_uint8
 from sdpose_core.errors import ConfigError, DataError
 from sdpose_core.keypoints import COCO17
+from sdpose_core.media.images import to_rgb_uint8
+
+BASELINES = ("mediapipe",)  # what `sdpose evaluate --baseline` scores
+# The crop our models see is the aspect-fixed box x 1.25 (mmpose padding); MediaPipePose adds `padding`
+# of the box on EACH side, so 0.125 hands BlazePose exactly that crop.
+MODEL_CROP_PADDING = 0.125
 
 # BlazePose landmark index for each COCO-17 joint, in COCO order.
 BLAZEPOSE_TO_COCO17: tuple[int, ...] = (0, 2, 5, 7, 8, 11, 12, 13, 14, 15, 16, 23, 24, 25, 26, 27, 28)
@@ -75,6 +80,8 @@ class MediaPipePose:
     context manager) to free the graph.
     """
 
+    name = "mediapipe"
+
     def __init__(self, padding: float = 0.25, min_detection_confidence: float = 0.5, model_complexity: int = 1):
         if model_complexity != 1:
             raise ConfigError("only model_complexity=1 is available offline (0 and 2 download their weights)")
@@ -109,7 +116,7 @@ class MediaPipePose:
 
     def predict(self, image_rgb: np.ndarray, boxes: Sequence[Any] | np.ndarray | None = None) -> list[PosePrediction]:
         """COCO-17 keypoints for each box (None: the whole image is one person), in box order."""
-        image = as_rgb_uint8(image_rgb)
+        image = to_rgb_uint8(image_rgb)
         results = []
         for box in _boxes_array(boxes, image.shape):
             x0, y0, x1, y1 = self.crop_region(box, image.shape)
@@ -130,6 +137,11 @@ class MediaPipePose:
 
     __call__ = predict
 
+    def describe(self) -> dict[str, Any]:
+        """What runs, for evaluation reports."""
+        return {"name": self.name, "detail": f"MediaPipe BlazePose full (model_complexity={self.model_complexity}), "
+                "33 -> COCO-17", "crop_padding_each_side": self.padding}
+
     def close(self) -> None:
         with self._lock:
             if self._pose is not None:
@@ -141,3 +153,11 @@ class MediaPipePose:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def build_baseline(name: str) -> MediaPipePose:
+    """The baseline `name` (one of BASELINES) on the crop our models see, as `sdpose evaluate --baseline` scores
+    it; a context manager, so `with build_baseline("mediapipe") as pose: ...` frees it afterwards."""
+    if name not in BASELINES:
+        raise ConfigError(f"unknown baseline {name!r}; available: {', '.join(BASELINES)}")
+    return MediaPipePose(padding=MODEL_CROP_PADDING)

@@ -5,7 +5,7 @@ flip index is given) and can be told to keep only some of them:
 
 - `TokenStepper` (SDPose models): keeps the token sequence between cycles and, when people drop out,
   indexes their rows away, so later cycles really run on a smaller batch (dynamic cycles save compute
-  per person). It uses the model's public `embed`, `run_cycle` and `heatmap_head`, i.e. exactly what
+  per person). It uses the model's public `embed`, `run_cycle` and `cycle_output`, i.e. exactly what
   `SDPose.iter_cycles` does, with the batch allowed to shrink between cycles.
 - `IterCyclesStepper` (any module with `iter_cycles`, or `forward(images, cycles)` returning per-cycle
   outputs): the whole batch runs every cycle; dropped people are simply no longer reported.
@@ -21,15 +21,17 @@ import numpy as np
 import torch
 from torch import nn
 
-from sdpose_core.heatmaps import flip_heatmaps_back
+from sdpose_core.heatmaps import flip_average
+from sdpose_core.models.config import check_cycles
 
 
-def _merge_flip_torch(heatmaps: torch.Tensor, people: int, flip_index: torch.Tensor | None) -> torch.Tensor:
-    """Rows [0, people) are the crops, rows [people, 2 people) their mirror images: average them."""
+def _merge_flip(heatmaps: np.ndarray | torch.Tensor, people: int,
+                flip_index: Sequence[int] | torch.Tensor | None) -> np.ndarray | torch.Tensor:
+    """Rows [0, people) are the crops, rows [people, 2 people) their mirror images: the flip test's
+    average (numpy or torch); without a flip index the rows are the crops alone."""
     if flip_index is None:
         return heatmaps
-    back = flip_heatmaps_back(heatmaps[people:], flip_index)
-    return (heatmaps[:people] + back) * 0.5
+    return flip_average(heatmaps[:people], heatmaps[people:], flip_index)
 
 
 def _with_flipped(images: torch.Tensor, flip: bool) -> torch.Tensor:
@@ -48,15 +50,14 @@ class TokenStepper:
             np.asarray(flip_index), dtype=torch.long, device=images.device)
         self._images: torch.Tensor | None = _with_flipped(images, flip_index is not None)
         self._tokens: torch.Tensor | None = None
-        self._keypoints = int(model.config.num_keypoints)
 
     def step(self) -> np.ndarray:
         if self._tokens is None:
             self._tokens = self.model.embed(self._images)
             self._images = None  # the crops are not needed once embedded
         self._tokens = self.model.run_cycle(self._tokens)
-        heatmaps = self.model.heatmap_head(self._tokens[:, : self._keypoints])
-        return _merge_flip_torch(heatmaps, self.people, self.flip_index).float().cpu().numpy()
+        heatmaps = self.model.cycle_output(self._tokens).heatmaps
+        return _merge_flip(heatmaps, self.people, self.flip_index).float().cpu().numpy()
 
     def keep(self, mask: np.ndarray) -> None:
         mask = np.asarray(mask, dtype=bool)
@@ -85,7 +86,7 @@ class IterCyclesStepper:
 
     def step(self) -> np.ndarray:
         output = next(self._outputs)
-        heatmaps = _merge_flip_torch(output.heatmaps, self.people, self.flip_index)
+        heatmaps = _merge_flip(output.heatmaps, self.people, self.flip_index)
         if len(self._active) != self.people:
             heatmaps = heatmaps.index_select(0, self._active)
         return heatmaps.float().cpu().numpy()
@@ -105,15 +106,9 @@ class ArrayStepper:
         people = int(images.shape[0])
         batch = _with_flipped(images, flip_index is not None).cpu().numpy()
         outputs = list(run(np.ascontiguousarray(batch, dtype=np.float32)))
-        if len(outputs) < cycles:
-            raise ValueError(f"the model returned {len(outputs)} cycles, {cycles} were asked for")
-        merged = []
-        for heatmaps in outputs[:cycles]:
-            heatmaps = np.asarray(heatmaps, dtype=np.float32)
-            if flip_index is not None:
-                heatmaps = (heatmaps[:people] + flip_heatmaps_back(heatmaps[people:], flip_index)) * 0.5
-            merged.append(heatmaps)
-        self._outputs = iter(merged)
+        check_cycles(cycles, available=len(outputs), available_from="the model returned")
+        self._outputs = iter([_merge_flip(np.asarray(heatmaps, dtype=np.float32), people, flip_index)
+                              for heatmaps in outputs[:cycles]])
         self._active = np.arange(people)
 
     def step(self) -> np.ndarray:
@@ -125,4 +120,4 @@ class ArrayStepper:
 
 def supports_token_dropout(model: nn.Module) -> bool:
     """True for models whose cycles can be run on a shrinking batch (SDPose's public token API)."""
-    return all(callable(getattr(model, name, None)) for name in ("embed", "run_cycle", "heatmap_head"))
+    return all(callable(getattr(model, name, None)) for name in ("embed", "run_cycle", "cycle_output"))

@@ -2,7 +2,7 @@
 and scripts/measure_webcam_fps.py all run.
 
     session = LiveSession(LiveSettings(mode="single"))
-    annotated, stats = session.process(frame_rgb, ctx)          # stats: ms per stage, people, fps
+    annotated, stats = session.process(frame_rgb, ctx)          # ctx: a PoseContext (the studio's AppContext)
 
 What makes it fast on a small CPU (measured by scripts/measure_webcam_fps.py):
 - frames are shrunk so the long side is at most `max_side` (480 px) before anything else: the detector
@@ -12,16 +12,17 @@ What makes it fast on a small CPU (measured by scripts/measure_webcam_fps.py):
   keypoints of the previous frame, padded (sdpose_core.inference.tracking.BoxTracker); a tracked box that shrinks
   against the detected one or a person who loses joints triggers a fresh detection next frame;
 - the pose model runs on the backend the app's Predictor uses (backend="auto": the fastest that matches
-  fp32 on this machine); on the torch backend it is the BN-folded, channels-last copy
-  (`AppContext.fast_predictor`) under bfloat16 autocast on CPUs with native bf16 only (heatmaps change by
-  ~1% of their peak; a live view cannot tell). Elsewhere bf16 is emulated and slower, so it stays fp32.
+  fp32 on this machine); on the torch backend it is the BN-folded, channels-last copy (the Predictor's
+  `cpu_speedups=True`) under bfloat16 autocast on CPUs with native bf16 only (the heatmaps change slightly;
+  a live view cannot tell). Elsewhere bf16 is emulated and slower, so it stays fp32.
+  `LiveSettings(fast_model=False)` runs the model as loaded instead, in fp32 torch (for comparisons).
 """
 
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import cv2
 import numpy as np
@@ -32,6 +33,10 @@ from sdpose_core.errors import DataError
 from sdpose_core.inference.tracking import TRACK_MIN_JOINTS, BoxTracker, boxes_from_keypoints  # noqa: F401 - re-exported
 from sdpose_core.media.images import to_rgb_uint8
 
+if TYPE_CHECKING:
+    from sdpose_core.detection.ssdlite import Detection
+    from sdpose_core.inference.predictor import Predictor
+
 MODES = ("single", "cycles")  # cycle 1 only (the deployed single pass) / all N cycles, drawing cycle N
 MIN_FRAME_SIDE = 32
 
@@ -41,6 +46,15 @@ def native_bf16() -> bool:
     from sdpose_core.precision import cpu_has_native_bf16
 
     return cpu_has_native_bf16()
+
+
+class PoseContext(Protocol):
+    """What a LiveSession takes from its host (the studio's AppContext): the current weights' Predictor and
+    the shared person detectors by name."""
+
+    def predictor(self) -> Predictor: ...
+
+    def detect(self, image_rgb: np.ndarray, name: str) -> list[Detection]: ...
 
 
 @dataclass
@@ -54,7 +68,7 @@ class LiveSettings:
     max_people: int = 4
     detector: str = DEFAULT_DETECTOR  # the photos' detector: video must not get a weaker one
     bf16: bool | None = None  # None / True: when the CPU has native bf16 (never emulated); False: fp32
-    fast_model: bool = True  # the BN-folded channels-last copy (False: the plain model, for comparisons)
+    fast_model: bool = True  # the context's Predictor (BN-folded copy on torch); False: the model as loaded
 
     def checked(self) -> LiveSettings:
         if self.mode not in MODES:
@@ -115,6 +129,7 @@ class LiveSession:
         self._smoother: Any = None
         self._smoother_key: tuple | None = None
         self._frame_times: list[float] = []
+        self._plain_predictor: Predictor | None = None  # fast_model=False: the loaded module, run as it is
         self.last_error: str | None = None  # the stream shows each distinct problem once as a toast
 
     def update(self, settings: LiveSettings) -> None:
@@ -128,6 +143,24 @@ class LiveSession:
             self._smoother = KeypointSmoother(min_cutoff=1.0, beta=0.05, score_threshold=self.settings.score_threshold)
         return np.stack(self._smoother(list(keypoints), time_s)) if len(keypoints) else keypoints
 
+    def pose_predictor(self, ctx: PoseContext) -> Predictor:
+        """The Predictor this session's frames run: the context's (on CPU torch it runs the BN-folded copy,
+        `Predictor(cpu_speedups=True)`), or for `fast_model=False` one over the same loaded module with
+        `cpu_speedups=False`, fp32 torch (made again when the context's weights change). ONNX weights have
+        no torch module: they run as they are either way."""
+        predictor = ctx.predictor()
+        if self.settings.fast_model or predictor.model is None:
+            return predictor
+        plain = self._plain_predictor
+        if plain is None or plain.model is not predictor.model:
+            from sdpose_core.inference.predictor import Predictor
+
+            plain = Predictor(predictor.model, device=predictor.device, backend="torch", detector=None,
+                              weights_info=predictor.weights_info, num_threads=predictor.num_threads,
+                              cpu_speedups=False)
+            self._plain_predictor = plain
+        return plain
+
     def _fps(self, now: float) -> float | None:
         """Frames per second over the last (up to) 10 frames, wall clock: what the viewer sees."""
         self._frame_times = self._frame_times[-9:] + [now]
@@ -135,7 +168,8 @@ class LiveSession:
             return None
         return (len(self._frame_times) - 1) / max(1e-6, self._frame_times[-1] - self._frame_times[0])
 
-    def process(self, frame: Any, ctx: Any, time_s: float | None = None) -> tuple[np.ndarray, FrameStats]:
+    def process(self, frame: np.ndarray, ctx: PoseContext, time_s: float | None = None,
+                ) -> tuple[np.ndarray, FrameStats]:
         """Detect or track people, estimate their poses, draw them. `time_s`: the frame's timestamp (video
         files); None uses the wall clock (webcam)."""
         import torch
@@ -166,7 +200,7 @@ class LiveSession:
         step = time.perf_counter()
         cycles = 1 if settings.mode == "single" else int(settings.cycles)
         stats.cycles = cycles
-        predictor = ctx.fast_predictor() if settings.fast_model else ctx.predictor()
+        predictor = self.pose_predictor(ctx)
         use_bf16 = settings.bf16 is not False and native_bf16()
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=use_bf16 and predictor.backend == "torch"):
             result = predictor.predict(image, boxes=boxes, cycles=cycles)

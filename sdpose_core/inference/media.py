@@ -31,6 +31,7 @@ import numpy as np
 
 from sdpose_core.errors import DataError
 from sdpose_core.media.draw import draw_pose
+from sdpose_core.media.images import IMAGE_SUFFIXES, load_image
 from sdpose_core.media.video import (
     VIDEO_SUFFIXES,
     KeypointSmoother,
@@ -39,8 +40,7 @@ from sdpose_core.media.video import (
     video_info,
 )
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
-# beta is in 1 / (pixels per second): 0.05 suits full-HD to VGA people (see tests/test_video.py)
+# beta is in 1 / (pixels per second): 0.05 suits full-HD to VGA people (see tests/media/test_video.py)
 DEFAULT_SMOOTHING = dict(min_cutoff=1.0, beta=0.05, d_cutoff=1.0)
 
 
@@ -182,8 +182,6 @@ def predict_media(
     a COCO-format JSON whose image ids (matched by file name) the image results take. Returns a
     MediaReport (also written to predictions.json).
     """
-    from sdpose_core.inference.crops import load_image
-
     media = collect_media(inputs)  # before creating anything: a bad input fails fast
     images = [path for path, kind in media if kind == "image"]
     layout = getattr(predictor, "layout", None)

@@ -37,16 +37,18 @@ import numpy as np
 import torch
 from torch import nn
 
-from sdpose_core.data.transforms import heatmap_to_image_coords
 from sdpose_core.detection.factory import BEST, DETECTOR_NAMES
 from sdpose_core.errors import ConfigError
-from sdpose_core.heatmaps import DECODE_METHODS, heatmap_peaks
-from sdpose_core.inference.backend import BACKENDS, BackendPlanner, Plan, default_backend, load_onnx_weights
+from sdpose_core.heatmaps import DECODE_METHODS, heatmap_peaks, heatmap_to_image_coords
+from sdpose_core.inference.backend import BACKENDS, BackendPlanner, Plan, default_backend
 from sdpose_core.inference.crops import crop_people, load_image, parse_boxes, sanitize_boxes, to_rgb_uint8
 from sdpose_core.inference.cycles import ArrayStepper, IterCyclesStepper, TokenStepper, supports_token_dropout
 from sdpose_core.inference.results import CropBatch, PersonPrediction, PredictionResult, Timings
 from sdpose_core.keypoints import get_layout
-from sdpose_core.weights.load import WeightsInfo, module_info, resolve_weights
+from sdpose_core.models.config import check_cycles
+from sdpose_core.precision import resolve_device
+from sdpose_core.weights.load import WeightsInfo, load_model, load_onnx_model, module_info
+from sdpose_core.weights.spec import parse_weights_spec
 
 __all__ = ["Predictor", "load_image", "to_rgb_uint8", "DEFAULT_DYNAMIC_TOLERANCE", "configure_threads"]
 
@@ -68,13 +70,6 @@ def configure_threads(num_threads: int | None = None) -> int:
     return torch.get_num_threads()
 
 
-def _device(device: str | torch.device) -> torch.device:
-    resolved = torch.device(device)
-    if resolved.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"device {device!r} requested but CUDA is not available here; use device='cpu'")
-    return resolved
-
-
 class Predictor:
     """SDPose top-down pose estimation on whole images (see the module docstring).
 
@@ -82,8 +77,9 @@ class Predictor:
         model: a variant name ("sdpose-t", ...), an nn.Module (e.g. an SDPose you built or loaded), or None
             for "whatever `weights` contain" (sdpose-t when nothing is loaded).
         weights: None (SDPOSE_WEIGHTS, else assets/sdpose-t-default, else UNTRAINED random weights), our
-            weights folder, an official .pth, a run's last.pt, or "hf://org/repo[/subdir]"; for
-            backend="onnx" the .onnx file. See sdpose_core.weights.load.
+            weights folder, an official .pth, a run's last.pt, "hf://org/repo[/subdir]" or an .onnx export
+            (which runs on backend "onnx" unless another backend is named); with an nn.Module `model`, they
+            are loaded into it strictly. See sdpose_core.weights.load_model.
         device: torch device for the torch backends.
         backend: None ($SDPOSE_BACKEND, else "auto"), "auto" (the fastest backend whose heatmaps match fp32
             torch on this machine, chosen on the first call or by `start_backend_selection()`, cached under
@@ -127,9 +123,10 @@ class Predictor:
         cache_dir: str | os.PathLike | None = None,
         hub_timeout_s: float | None = None,
     ) -> None:
+        spec = parse_weights_spec(weights)
+        if spec.kind == "onnx" and backend in (None, "auto"):
+            backend = "onnx"  # an exported graph is its own backend ($SDPOSE_BACKEND is for torch weights)
         backend = default_backend() if backend is None else backend
-        if backend == "auto" and weights is not None and str(weights).lower().endswith(".onnx"):
-            backend = "onnx"  # an exported graph is its own backend
         if backend not in BACKENDS:
             raise ConfigError(f"unknown backend {backend!r}; choose one of {BACKENDS}")
         if decode not in DECODE_METHODS:
@@ -144,29 +141,26 @@ class Predictor:
         self.max_persons = int(max_persons)
         self.min_box_size = float(min_box_size)
         self.num_threads = configure_threads(num_threads)
-        self.device = _device(device)
+        self.device = resolve_device(device)
         self.onnx_model: Any = None
         self.model: nn.Module | None = None
         if backend == "onnx":
-            self.onnx_model, self.weights_info = load_onnx_weights(model, weights, self.num_threads)
+            self.onnx_model, self.weights_info = load_onnx_model(
+                spec, model if isinstance(model, str) else None, self.num_threads)
             self.config = self.onnx_model.config
             self.planner = BackendPlanner(backend, self.num_threads, self.onnx_model)
         elif isinstance(model, nn.Module):
-            if weights is not None:
-                from sdpose_core.weights.checkpoint import load_checkpoint
-
-                load_checkpoint(model, weights, allow_pickle=allow_pickle)
-                weights_info = weights_info or WeightsInfo(
-                    "module", str(weights), True, f"weights from {weights} loaded into the given module",
-                    model.config.to_dict() if hasattr(model.config, "to_dict") else {})
+            if spec.kind != "default":  # the weights go into the given module, strictly
+                model, loaded = load_model(spec, device=self.device, into=model, allow_pickle=allow_pickle,
+                                           cache_dir=cache_dir, hub_timeout_s=hub_timeout_s)
+                weights_info = weights_info or loaded
             self.model = model.to(self.device).eval()
             self.weights_info = weights_info or module_info(model)
         else:
             if model is not None and not isinstance(model, str):
                 raise ConfigError(f"model must be a variant name, an nn.Module or None, got {type(model).__name__}")
-            self.model, self.weights_info = resolve_weights(
-                weights, model, self.device, allow_pickle=allow_pickle, cache_dir=cache_dir,
-                hub_timeout_s=hub_timeout_s)
+            self.model, self.weights_info = load_model(
+                spec, model, self.device, allow_pickle=allow_pickle, cache_dir=cache_dir, hub_timeout_s=hub_timeout_s)
         if self.model is not None:
             self.config = self.model.config
             self.planner = BackendPlanner(backend, self.num_threads)
@@ -211,23 +205,22 @@ class Predictor:
             return self._detector
 
     def _resolve_cycles(self, cycles: int | None) -> int:
-        exported = int(self.onnx_model.cycles) if self.onnx_model is not None else None
-        value = int((exported or self.config.cycles) if cycles is None else cycles)
-        if value < 1:
-            raise ConfigError(f"cycles must be >= 1, got {cycles}")
-        if exported is not None and value > exported:
-            raise ConfigError(f"{self.onnx_model.path.name} was exported with {exported} cycle(s), {value} asked "
-                              f"for; re-export with export_onnx(..., cycles={value})")
-        return value
+        if self.onnx_model is None:
+            return check_cycles(cycles, self.config.cycles)
+        exported = int(self.onnx_model.cycles)
+        return check_cycles(cycles, exported, available=exported,
+                            available_from=f"{self.onnx_model.path.name} was exported with",
+                            fix=f"re-export with export_onnx(..., cycles={cycles})")
 
     # ------------------------------------------------------------------------------------------ crops
-    def find_boxes(self, image_rgb: np.ndarray, boxes: Any = None) -> tuple[np.ndarray, np.ndarray, np.ndarray,
-                                                                          list[str], float | None]:
-        """(boxes, scores, source index, notes, detector ms): given boxes or detections, sanitised."""
+    def find_boxes(self, image_rgb: np.ndarray, boxes: Any = None, detector: Any = None,
+                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[str], float | None]:
+        """(boxes, scores, source index, notes, detector ms): given boxes or detections (of `detector`, else
+        the Predictor's own), sanitised."""
         notes: list[str] = []
         detector_ms = None
         if boxes is None:
-            detector = self.detector
+            detector = self.detector if detector is None else detector
             if detector is None:
                 raise ConfigError("no boxes given and the Predictor has no detector (detector=None); pass "
                                   "boxes=[[x, y, w, h], ...] or create it with detector='best'/'whole-image'")
@@ -261,10 +254,14 @@ class Predictor:
         flip: bool = False,
         dynamic: bool = False,
         dynamic_tolerance: float = DEFAULT_DYNAMIC_TOLERANCE,
+        detector: Any = None,
     ) -> PredictionResult:
         """Pose of every person in `image` (HxWx3 uint8 RGB array, other arrays converted, or a file path).
 
         boxes: None (run the detector), Detections, or [N, 4] x, y, w, h / [N, 5] (+ score) in pixels.
+        detector: an object with `.detect(image_rgb)` that finds the people of this call instead of the
+            Predictor's own detector (the studio's Compare tab: the detector chosen per request);
+            `result.timings.detector_ms` times it.
         cycles: the cycles to run (None: the model's training cycles, for ONNX the exported ones); dynamic:
             the most to run.
         """
@@ -273,7 +270,7 @@ class Predictor:
         cycles = self._resolve_cycles(cycles)
         if dynamic and not dynamic_tolerance >= 0:
             raise ConfigError(f"dynamic_tolerance must be >= 0 heatmap pixels, got {dynamic_tolerance}")
-        clean, scores, kept, notes, detector_ms = self.find_boxes(image_rgb, boxes)
+        clean, scores, kept, notes, detector_ms = self.find_boxes(image_rgb, boxes, detector)
         crop_start = time.perf_counter()
         crops = crop_people(image_rgb, clean, scores, tuple(self.config.image_size), kept, notes, self.antialias)
         timings = Timings(detector_ms=detector_ms, preprocess_ms=(time.perf_counter() - crop_start) * 1e3)

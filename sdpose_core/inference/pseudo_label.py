@@ -36,11 +36,12 @@ import numpy as np
 
 from sdpose_core.errors import DataError
 from sdpose_core.keypoints import COCO17
+from sdpose_core.media.images import IMAGE_SUFFIXES, load_image
+from sdpose_core.media.video import VIDEO_SUFFIXES, iter_video_frames
+from sdpose_core.paths import data_root
 
 logger = logging.getLogger(__name__)
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
-VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm")
 SHOULDERS = (5, 6)
 HIPS = (11, 12)
 
@@ -56,6 +57,11 @@ class BoxMargins:
     area_ratio: float = 0.5  # segment area / box area
     measured_on: str = "defaults (no COCO file given)"
     people: int = 0
+
+
+def default_margins_file() -> Path:
+    """The real COCO people box margins are measured on when no file is given: the shared coco_mini_train."""
+    return data_root() / "coco" / "coco_mini_train" / "person_keypoints.json"
 
 
 def keypoint_box_margins(coco_json: str | os.PathLike, min_labelled: int = 15) -> BoxMargins:
@@ -130,13 +136,6 @@ class SourceItem:
     load: Callable[[], np.ndarray]  # RGB uint8
 
 
-def _read_rgb(path: Path) -> np.ndarray:
-    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
-    if image is None:
-        raise DataError(f"cannot decode image {path}")
-    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
-
-
 def iter_sources(source: Path, cfg: PseudoLabelConfig, frames_dir: Path | None) -> Iterator[SourceItem]:
     """Images of a folder (file_name relative to it) or frames of videos (saved under frames_dir)."""
     files = [source] if source.is_file() else sorted(p for p in source.rglob("*") if p.is_file())
@@ -149,14 +148,12 @@ def iter_sources(source: Path, cfg: PseudoLabelConfig, frames_dir: Path | None) 
     root = source if source.is_dir() else source.parent
     for path in images:
         yield SourceItem(path.relative_to(root).as_posix(), path.relative_to(root).as_posix(),
-                         lambda p=path: _read_rgb(p))
+                         lambda p=path: load_image(p))
     for video in videos:
         yield from _video_frames(video, cfg, frames_dir)  # type: ignore[arg-type]
 
 
 def _video_frames(video: Path, cfg: PseudoLabelConfig, frames_dir: Path) -> Iterator[SourceItem]:
-    from sdpose_core.media.video import iter_video_frames
-
     out = frames_dir / video.stem
     out.mkdir(parents=True, exist_ok=True)
     for frame in iter_video_frames(video, stride=cfg.video_stride):

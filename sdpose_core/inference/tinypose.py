@@ -11,7 +11,7 @@ folder given; their README there describes them. It runs on the optional `ncnn` 
 (`pip install ncnn`); nothing else of the studio needs it.
 
 Preprocessing and decoding follow that README, which are also SDPose's: the person crop is the mmpose
-top-down one (box centre, aspect fixed to 0.75, x1.25, affine warp; `predict_input.crop_people`), RGB
+top-down one (box centre, aspect fixed to 0.75, x1.25, affine warp; `inference.crops.crop_people`), RGB
 normalised with the ImageNet mean / std (what `load_real_crops` and the Predictor feed SDPose, so the
 same crops go to both), 17 heatmaps at stride 4 decoded with DARK; flip test with the one-column
 shift. Each model's input size is fixed by its .param file (feed exactly 256x192 or 128x96).
@@ -111,8 +111,7 @@ class TinyPose:
     def predict(self, image_rgb: np.ndarray, boxes: Any, flip: bool = False, decode: str = "dark") -> np.ndarray:
         """(N, 17, 3) keypoints (image pixels, heatmap-peak score) of the people in `boxes` ([N, 4] x, y, w, h
         or Detections); `flip` adds the mirrored crops (with the one-column shift)."""
-        from sdpose_core.data.transforms import heatmap_to_image_coords
-        from sdpose_core.heatmaps import flip_heatmaps_back, heatmap_peaks
+        from sdpose_core.heatmaps import flip_average, heatmap_peaks, heatmap_to_image_coords
         from sdpose_core.inference.crops import crop_people, parse_boxes, sanitize_boxes, to_rgb_uint8
         from sdpose_core.keypoints import get_layout
 
@@ -126,7 +125,7 @@ class TinyPose:
         maps = self.heatmaps(crops)
         if flip:
             mirrored = self.heatmaps(np.ascontiguousarray(crops[:, :, :, ::-1]))
-            maps = (maps + flip_heatmaps_back(mirrored, get_layout(NUM_KEYPOINTS).flip_index())) * 0.5
+            maps = flip_average(maps, mirrored, get_layout(NUM_KEYPOINTS).flip_index())
         coords, peak = heatmap_peaks(maps, decode)
         xy = heatmap_to_image_coords(coords, batch.centers, batch.scales, self.heatmap_size)
         return np.concatenate([xy, peak[..., None]], axis=-1)

@@ -8,6 +8,7 @@
 - anything else (empty, NaN, other dtypes or channel counts) raises DataError.
 `load_image(path)` reads a file like the datasets do (cv2.IMREAD_COLOR: EXIF orientation applied,
 16-bit scaled, alpha dropped) and returns RGB; unreadable files raise DataError naming the file.
+`IMAGE_SUFFIXES`: the file types taken as images wherever media files are listed (predict, pseudo-label).
 """
 
 from __future__ import annotations
@@ -21,11 +22,16 @@ import numpy as np
 
 from sdpose_core.errors import DataError
 
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")  # all read by cv2.imread
+
 
 def to_rgb_uint8(image: Any) -> np.ndarray:
     """Any supported image array -> contiguous HxWx3 uint8 RGB (conversions in the module docstring)."""
     if image is None:
         raise DataError("no image given (got None): pass an HxWx3 uint8 RGB array or a file path")
+    if isinstance(image, (str, os.PathLike)):
+        raise DataError(f"got a file path ({image}), not pixels: read it with "
+                        "sdpose_core.media.images.load_image(path) first")
     if not isinstance(image, np.ndarray):
         raise DataError(f"image must be a numpy array or a file path, got {type(image).__name__}")
     if image.size == 0 or image.ndim < 2 or min(image.shape[:2]) == 0:

@@ -14,6 +14,7 @@ libx264) and only falls back to OpenCV's 'avc1' / 'mp4v' (MPEG-4 Part 2: plays i
 OpenCV, not in Chrome / Firefox) when PyAV is missing, with a logged warning; `.webm` files use VP8
 through OpenCV. `VideoWriter.codec` / `.browser_playable` say what was written; `transcode_for_browser`
 re-encodes an uploaded video for a browser. Reading stays with OpenCV (it decodes H.264).
+`VIDEO_SUFFIXES`: the file types taken as videos wherever media files are listed (predict, pseudo-label).
 """
 
 from __future__ import annotations

@@ -18,6 +18,34 @@ def reject_unknown_fields(cls: type, d: dict[str, Any], what: str) -> None:
         raise ConfigError(f"unknown {what} fields {unknown}; known: {sorted(known)}")
 
 
+def check_cycles(
+    cycles: int | None,
+    default: int | None = None,
+    *,
+    available: int | None = None,
+    available_from: str = "only",
+    fix: str = "",
+    where: str = "cycles",
+) -> int:
+    """The number of cycles to run: `default` when `cycles` is None, else `cycles`; the one range rule.
+
+    It must be >= 1 and, where only `available` cycles exist (an exported graph, predictions already
+    made), at most that. Messages name the argument (`where`: "cycles", "--cycles"), what holds the
+    available cycles (`available_from`, e.g. "t.onnx was exported with") and what to do (`fix`).
+    """
+    if cycles is None:
+        if default is None:
+            raise ConfigError(f"{where} is needed: pass a number of cycles >= 1")
+        cycles = default
+    value = int(cycles)
+    if value < 1:
+        raise ConfigError(f"{where} must be >= 1, got {value}")
+    if available is not None and value > available:
+        message = f"{available_from} {available} cycle(s), {value} asked for"
+        raise ConfigError(f"{message}; {fix}" if fix else message)
+    return value
+
+
 @dataclass
 class ModelConfig:
     """One SDPose variant. Sizes are (height, width); the official configs use the same order

@@ -33,9 +33,14 @@ def list_models() -> list[str]:
     return list(_VARIANTS)
 
 
+def normalise_model_name(name: str) -> str:
+    """The one spelling variant names are compared in: "SDPose_T" and the official "sdpose_t" -> "sdpose-t"."""
+    return name.strip().lower().replace("_", "-")
+
+
 def get_config(name: str, **overrides: Any) -> ModelConfig:
     """The config of a named variant with ModelConfig fields overridden (e.g. num_keypoints=14)."""
-    key = name.lower().replace("_", "-")
+    key = normalise_model_name(name)
     if key not in _VARIANTS:
         raise ConfigError(f"unknown model {name!r}; known models: {', '.join(list_models())}")
     known_fields = {f.name for f in dataclasses.fields(ModelConfig)}
@@ -60,3 +65,17 @@ def build_model(name: str, **overrides: Any) -> SDPose:
 def model_from_config(config: ModelConfig) -> SDPose:
     """Build from a full config (e.g. one read from a checkpoint's config.json)."""
     return SDPose(config)
+
+
+def model_table(names: list[str] | None = None) -> list[dict[str, Any]]:
+    """Per variant: stem, input size, patch, width, depth, heads, training cycles and trainable parameters."""
+    rows: list[dict[str, Any]] = []
+    for name in names or list_models():
+        model = build_model(name)
+        c = model.config
+        rows.append({
+            "model": name, "stem": c.stem, "input": list(c.image_size), "patch": list(c.patch_size),
+            "dim": c.dim, "depth": c.depth, "heads": c.heads, "cycles": c.cycles,
+            "params": sum(p.numel() for p in model.parameters() if p.requires_grad),
+        })
+    return rows

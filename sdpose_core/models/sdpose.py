@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from sdpose_core.errors import ConfigError
-from sdpose_core.models.config import CycleOutput, ModelConfig
+from sdpose_core.models.config import CycleOutput, ModelConfig, check_cycles
 from sdpose_core.models.hrnet import HRNetStem
 from sdpose_core.models.layers import HeatmapHead, PatchEmbed, TransformerBlock, sine_position_embedding
 from sdpose_core.models.stems import StemNet, init_conv_bn
@@ -129,35 +129,43 @@ class SDPose(nn.Module):
         k = self.config.num_keypoints
         return nn.functional.pad(self.pos_embedding, (0, 0, k, 0))
 
-    def run_cycle(self, tokens: torch.Tensor, padded_pos: torch.Tensor | None = None) -> torch.Tensor:
-        """One pass through the shared blocks (pos re-added to visual tokens before blocks 1..depth-1)."""
+    def _pass_blocks(
+        self, tokens: torch.Tensor, padded_pos: torch.Tensor | None, last_attention: bool
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The one block loop of a cycle; with `last_attention` the last block also returns its softmax
+        attention (the explicit softmax(QK^T)V path, for `attention_maps`)."""
         if padded_pos is None:
             padded_pos = self._keypoint_padded_pos()
+        weights = None
+        last = len(self.blocks) - 1
         for index, block in enumerate(self.blocks):
             if index > 0:
                 tokens = tokens + padded_pos
-            tokens = block(tokens)
-        return tokens
+            if last_attention and index == last:
+                tokens, weights = block.forward_with_attention(tokens)
+            else:
+                tokens = block(tokens)
+        return tokens, weights
 
-    def _cycle_output(self, tokens: torch.Tensor) -> CycleOutput:
+    def run_cycle(self, tokens: torch.Tensor, padded_pos: torch.Tensor | None = None) -> torch.Tensor:
+        """One pass through the shared blocks (pos re-added to visual tokens before blocks 1..depth-1)."""
+        return self._pass_blocks(tokens, padded_pos, last_attention=False)[0]
+
+    def cycle_output(self, tokens: torch.Tensor) -> CycleOutput:
+        """What a cycle yields from the tokens leaving it: the shared head's heatmaps of the keypoint
+        tokens, and both token groups."""
         k = self.config.num_keypoints
         keypoint_tokens, visual_tokens = tokens[:, :k], tokens[:, k:]
         return CycleOutput(self.heatmap_head(keypoint_tokens), keypoint_tokens, visual_tokens)
 
-    def _resolve_cycles(self, cycles: int | None) -> int:
-        cycles = self.config.cycles if cycles is None else int(cycles)
-        if cycles < 1:
-            raise ConfigError(f"cycles must be >= 1, got {cycles}")
-        return cycles
-
     def iter_cycles(self, images: torch.Tensor, cycles: int | None = None) -> Iterator[CycleOutput]:
         """Yield each cycle's output lazily; stopping early skips the remaining cycles' compute."""
-        cycles = self._resolve_cycles(cycles)
+        cycles = check_cycles(cycles, self.config.cycles)
         tokens = self.embed(images)
         padded_pos = self._keypoint_padded_pos()
         for _ in range(cycles):
             tokens = self.run_cycle(tokens, padded_pos)
-            yield self._cycle_output(tokens)
+            yield self.cycle_output(tokens)
 
     def forward(self, images: torch.Tensor, cycles: int | None = None) -> list[CycleOutput]:
         """Outputs of cycles 1..cycles (None = config.cycles); entry 0 is what the official test decodes."""
@@ -167,19 +175,13 @@ class SDPose(nn.Module):
     def attention_maps(self, images: torch.Tensor, cycles: int | None = None) -> list[torch.Tensor]:
         """Softmax attention (B, heads, N, N) of the LAST block in every cycle (token order: keypoints
         first). For visualisation and for checking against the official attention."""
-        cycles = self._resolve_cycles(cycles)
+        cycles = check_cycles(cycles, self.config.cycles)
         tokens = self.embed(images)
         padded_pos = self._keypoint_padded_pos()
         maps = []
         for _ in range(cycles):
-            for index, block in enumerate(self.blocks):
-                if index > 0:
-                    tokens = tokens + padded_pos
-                if index == len(self.blocks) - 1:
-                    tokens, weights = block.forward_with_attention(tokens)
-                    maps.append(weights)
-                else:
-                    tokens = block(tokens)
+            tokens, weights = self._pass_blocks(tokens, padded_pos, last_attention=True)
+            maps.append(weights)
         return maps
 
     def num_trainable_parameters(self) -> int:

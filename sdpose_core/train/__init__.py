@@ -1,5 +1,6 @@
-"""Training and inference engine: the training loop (single process or torchrun DDP), the LR schedule,
-resumable state, run logs, and inference/validation over top-down datasets."""
+"""Training: the training loop (single process or torchrun DDP), the LR schedule, resumable state, run logs,
+recipes and validation; the inference loop over a top-down dataset (`sdpose_core.evaluation.loop`) is
+re-exported here."""
 
 from sdpose_core.evaluation.loop import (
     DatasetPredictions,

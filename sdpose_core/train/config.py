@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from sdpose_core.errors import ConfigError
-from sdpose_core.models.config import reject_unknown_fields
+from sdpose_core.models.config import check_cycles, reject_unknown_fields
 
 
 @dataclass
@@ -75,8 +75,8 @@ class TrainConfig:
             raise ConfigError(f"batch_size must be >= 1, got {self.batch_size}")
         if self.lr <= 0:
             raise ConfigError(f"lr must be > 0, got {self.lr}")
-        if self.cycles is not None and self.cycles < 1:
-            raise ConfigError(f"cycles must be >= 1, got {self.cycles}")
+        if self.cycles is not None:
+            check_cycles(self.cycles)
         if self.max_steps is not None and self.max_steps < 1:
             raise ConfigError(f"max_steps must be >= 1, got {self.max_steps}")
         for name in ("val_every", "save_every", "log_every"):

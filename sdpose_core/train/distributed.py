@@ -1,4 +1,5 @@
-"""torchrun / DistributedDataParallel plumbing: process-group setup, device choice, sampling, gathering.
+"""torchrun / DistributedDataParallel plumbing: process-group setup, sampling, gathering (the device rule is
+`sdpose_core.precision.resolve_device`).
 
 torchrun exports RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR and MASTER_PORT; we initialise with
 `init_method="env://"` from those (multi-node works the same way: torchrun --nnodes N ...). Backend: nccl
@@ -16,7 +17,7 @@ import torch
 import torch.distributed as dist
 from torch.utils.data import Dataset, DistributedSampler
 
-from sdpose_core.errors import ConfigError
+from sdpose_core.precision import resolve_device
 
 
 @dataclass
@@ -40,22 +41,6 @@ class DistContext:
     def barrier(self) -> None:
         if self.is_distributed:
             dist.barrier()
-
-
-def resolve_device(device: str, local_rank: int = 0) -> torch.device:
-    """'auto' -> cuda:LOCAL_RANK when CUDA is there, else cpu; anything else is checked."""
-    if device == "auto":
-        return torch.device(f"cuda:{local_rank}") if torch.cuda.is_available() else torch.device("cpu")
-    try:
-        resolved = torch.device(device)
-    except RuntimeError as exc:
-        raise ConfigError(f"unknown device {device!r}; use auto, cpu, cuda or cuda:N") from exc
-    if resolved.type == "cuda":
-        if not torch.cuda.is_available():
-            raise ConfigError(f"device {device!r} requested but CUDA is not available; use --device cpu")
-        if resolved.index is None:
-            resolved = torch.device(f"cuda:{local_rank}")
-    return resolved
 
 
 def setup_distributed(device: str = "auto") -> DistContext:

@@ -21,7 +21,7 @@ from typing import Any
 def _summary_writer_class() -> Any:
     """torch's SummaryWriter, or None when tensorboard is not installed.
 
-    tensorboard imports all of TensorFlow when TF happens to be installed (about 5 s and a screen of
+    tensorboard imports all of TensorFlow when TF happens to be installed (seconds and a screen of
     CUDA warnings) although writing scalars needs none of it; `tensorboard.compat.notf` is
     tensorboard's own switch to use its built-in stub instead. Set only if TF is not loaded already.
     """

@@ -1,7 +1,8 @@
 """The resumable training state (`RUN_DIR/last.pt`) and the random-number-generator snapshots in it.
 
 Everything is stored as tensors, numbers, strings, lists and dicts, so it loads with
-`torch.load(..., weights_only=True)` (no pickled code is executed when resuming).
+`torch.load(..., weights_only=True)` (no pickled code is executed when resuming); the file's format and
+its reader are `sdpose_core.weights.training_state`, which weights loading shares.
 """
 
 from __future__ import annotations
@@ -15,8 +16,7 @@ import numpy as np
 import torch
 
 from sdpose_core.errors import CheckpointError
-
-STATE_FORMAT = "sdpose-train-state/1"
+from sdpose_core.weights.training_state import STATE_FORMAT, read_training_state
 
 
 def capture_rng_state() -> dict[str, Any]:
@@ -81,12 +81,6 @@ def load_train_state(path: str | Path) -> dict[str, Any]:
     if not path.is_file():
         raise CheckpointError(f"cannot resume: {path} does not exist (pass a run directory or its last.pt)")
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - any unreadable file gets the same clear message
-        raise CheckpointError(f"cannot resume: {path} is not a readable training state ({exc})") from exc
-    if not isinstance(state, dict) or state.get("format") != STATE_FORMAT:
-        raise CheckpointError(
-            f"cannot resume from {path}: not an SDPose training state (expected format {STATE_FORMAT!r}); "
-            "to start from model weights use --init-weights instead"
-        )
-    return state
+        return read_training_state(path)
+    except CheckpointError as exc:
+        raise CheckpointError(f"cannot resume: {exc}; to start from model weights use --init-weights instead") from exc

@@ -110,13 +110,11 @@ def _freeze_batchnorm(model: nn.Module) -> None:
 
 
 def load_init_weights(model: nn.Module, spec: str) -> None:
-    """Start from pretrained weights (strict): our folder/file, an official .pth, or hf://org/repo."""
-    from sdpose_core.weights.checkpoint import load_checkpoint, load_pretrained
+    """Start from pretrained weights (strict): our folder, an official .pth, a run's last.pt or hf://org/repo."""
+    from sdpose_core.weights.load import load_model
 
-    if spec.startswith("hf://"):
-        load_checkpoint(model, load_pretrained(spec).state_dict())
-    else:
-        load_checkpoint(model, spec)
+    load_model(spec, into=model)
+    model.train()  # load_model hands models back in eval mode
 
 
 class Trainer:

@@ -6,6 +6,9 @@ mmcv, or a bare state dict with `backbone.*` and `keypoint_head.tokenpose.*` key
 explicit key mapping and then loaded STRICTLY: every name and shape must match, BN `num_batches_tracked`
 included, and a mismatch raises CheckpointError that lists missing / unexpected / wrong-shape keys and
 names the variant the checkpoint most likely belongs to.
+
+Building a model from a weights spec (a folder, a file, hf://, the default order) is
+`sdpose_core.weights.load.load_model`; this module reads and writes the files.
 """
 
 from __future__ import annotations
@@ -20,7 +23,6 @@ from typing import Any
 import torch
 
 from sdpose_core.errors import CheckpointError
-from sdpose_core.hub import HubFetchError, fetch_snapshot
 from sdpose_core.models.config import ModelConfig
 from sdpose_core.models.registry import get_config, list_models, model_from_config
 from sdpose_core.models.sdpose import STEMS, SDPose
@@ -29,8 +31,6 @@ from sdpose_core.weights.files import EXPECTED_WEIGHTS, not_a_torch_file, torch_
 FORMAT_VERSION = "sdpose-studio/1"
 WEIGHTS_NAME = "model.safetensors"
 CONFIG_NAME = "config.json"
-HUB_PREFIX = "hf://"
-HUB_TIMEOUT_S = 10.0
 
 _HEAD = "keypoint_head.tokenpose."
 # official -> ours; block-level and head-level names (nanoGPT from_pretrained style: explicit, no guessing)
@@ -244,7 +244,7 @@ def _mismatch_report(
         + listing("missing", missing)
         + listing("unexpected", unexpected)
         + listing("wrong shape", wrong_shape)
-        + "\nBuild the matching variant (build_model(name, num_keypoints=...)) or use load_pretrained()."
+        + "\nBuild the matching variant (build_model(name, num_keypoints=...)) or use load_model()."
     )
 
 
@@ -269,7 +269,7 @@ def save_pretrained(model: SDPose, out_dir: str | os.PathLike, half: bool = Fals
     """Write `model.safetensors` + `config.json` into `out_dir` (created); returns the folder.
 
     `half=True` stores floating-point tensors as fp16 (half the file; loading casts them back to the
-    model's dtype, and the outputs move by ~1e-3 of the heatmap peak: see tests/test_checkpoint.py)."""
+    model's dtype, and the outputs move by ~1e-3 of the heatmap peak: see tests/weights/test_checkpoint.py)."""
     from safetensors.torch import save_file
 
     out = Path(out_dir)
@@ -319,69 +319,3 @@ def convert_official(
     model = model_from_config(get_config(name, num_keypoints=facts.get("num_keypoints", 17)))
     load_checkpoint(model, state)
     return save_pretrained(model, out_dir)
-
-
-# ----------------------------------------------------------------------------- Hugging Face Hub
-def _hub_snapshot(spec: str, cache_dir: str | os.PathLike | None, timeout_s: float) -> Path:
-    """`hf://org/repo[@revision][/subdir]` -> local folder holding config.json and model.safetensors."""
-    parts = spec[len(HUB_PREFIX) :].strip("/").split("/")
-    if len(parts) < 2 or not all(parts[:2]):
-        raise CheckpointError(f"bad hub address {spec!r}; expected hf://org/repo[/subdir]")
-    repo_id, subdir = "/".join(parts[:2]), "/".join(parts[2:])
-    revision = None
-    if "@" in repo_id:
-        repo_id, revision = repo_id.split("@", 1)
-    prefix = f"{subdir}/" if subdir else ""
-    try:
-        snapshot = fetch_snapshot(repo_id, timeout_s, revision=revision, cache_dir=cache_dir,
-                                  allow_patterns=[prefix + CONFIG_NAME, prefix + WEIGHTS_NAME])
-    except HubFetchError as exc:
-        if exc.cause is None:
-            raise CheckpointError(
-                f"hub repo {repo_id!r}: no answer within {exc.waited_s:.0f} s ({exc.mode}); check the network"
-            ) from None
-        raise CheckpointError(
-            f"cannot get hub repo {repo_id!r}{' revision ' + revision if revision else ''} ({exc.mode}): "
-            f"{exc.reason()}. Check the name, your network or login, "
-            "or download it once while online so the cache has it."
-        ) from exc.cause
-    folder = snapshot / subdir
-    if not (folder / WEIGHTS_NAME).is_file():
-        raise CheckpointError(f"hub repo {repo_id!r} has no {prefix}{WEIGHTS_NAME} (looked in {folder})")
-    return folder
-
-
-def load_pretrained(
-    path_or_hub: str | os.PathLike,
-    device: str | torch.device = "cpu",
-    cache_dir: str | os.PathLike | None = None,
-    timeout_s: float = HUB_TIMEOUT_S,
-    allow_pickle: bool = False,
-) -> SDPose:
-    """Build the model from `config.json` and load its weights (eval mode, on `device`).
-
-    Accepts our folder, `hf://org/repo[/subdir]` (honours HF_HUB_OFFLINE; fails fast with CheckpointError
-    when the repo cannot be reached), or an official .pth whose variant is inferred from its weights.
-    """
-    spec = str(path_or_hub)
-    if spec.startswith(HUB_PREFIX):
-        folder = _hub_snapshot(spec, cache_dir, timeout_s)
-    else:
-        folder = Path(spec).expanduser()
-    if folder.is_dir():
-        if not (folder / CONFIG_NAME).is_file():
-            raise CheckpointError(f"{folder} has no {CONFIG_NAME}; save models with save_pretrained()")
-        model = model_from_config(read_config(folder))
-        load_checkpoint(model, folder / WEIGHTS_NAME)
-    elif folder.is_file():
-        state = read_state_dict(folder, allow_pickle)
-        name = infer_variant(state)
-        if name is None:
-            raise CheckpointError(
-                f"{folder}: cannot tell the variant ({_describe(describe_state_dict(state))})"
-            )
-        model = model_from_config(get_config(name, num_keypoints=describe_state_dict(state)["num_keypoints"]))
-        load_checkpoint(model, state)
-    else:
-        raise CheckpointError(f"checkpoint not found: {folder}")
-    return model.to(device).eval()

@@ -1,0 +1,71 @@
+"""Start SDPose Studio: parse the command line, build the page, launch it (root app.py calls `main`).
+
+    python app.py --weights runs/t/final --samples ../shared/data --port 7860
+    python -m app.main --help
+    SDPOSE_WEIGHTS=hf://org/repo python app.py
+
+Heavy parts (torch models, the person detector) load on first use, so the page answers within seconds;
+nothing heavy is imported before the arguments are parsed, so `--help` and argument errors are instant.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+# Set before torch is imported anywhere: OpenMP threads that spin while waiting slow everything down badly
+# when the 2 cores are shared (with another user's request, or a training run); see README "Speed".
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+# No phoning home: the studio must start offline (Spaces sets its own value).
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description="SDPose Studio (Gradio app): compare the cycles of SDPose pose models on images, webcam "
+                    "and video, analyse failures on labelled data, review annotations.")
+    parser.add_argument("--host", default=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"),
+                        help="interface to listen on (0.0.0.0 for every interface; default 127.0.0.1)")
+    parser.add_argument("--port", type=int, default=int(os.environ.get("GRADIO_SERVER_PORT", "7860")),
+                        help="port (default 7860 or $GRADIO_SERVER_PORT)")
+    parser.add_argument("--share", action="store_true", help="also create a public gradio.live link")
+    parser.add_argument("--weights", default=None,
+                        help="model weights: our folder (config.json + model.safetensors), an official SDPose .pth, "
+                             "a run's last.pt, an .onnx export or hf://org/repo[/subdir]; default $SDPOSE_WEIGHTS, "
+                             "else assets/sdpose-t-default, else UNTRAINED random weights (the page says so)")
+    parser.add_argument("--samples", default=None,
+                        help="labelled data for the Samples and Review tabs: a COCO/CrowdPose folder or annotation "
+                             "JSON (default: the shared data folder, when present)")
+    parser.add_argument("--review-dir", default=None,
+                        help="where the Review tab saves its files (default: next to the dataset when writable, "
+                             "else a folder the Review tab names)")
+    parser.add_argument("--device", default="cpu", help="torch device for the pose model (cpu, cuda, cuda:1)")
+    parser.add_argument("--concurrency", type=int, default=None,
+                        help="requests run at once per event (default 2: the models are shared, CPUs are few)")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    # checked here because the model itself loads on first use, after the page is up
+    from sdpose_core.errors import SDPoseError
+    from sdpose_core.precision import resolve_device
+    from sdpose_core.weights.spec import parse_weights_spec
+
+    weights = args.weights or os.environ.get("SDPOSE_WEIGHTS", "").strip()
+    try:
+        parse_weights_spec(weights, origin=None if args.weights else f"SDPOSE_WEIGHTS={weights}")
+        resolve_device(args.device)
+    except SDPoseError as exc:
+        raise SystemExit(str(exc)) from None
+    from app.context import AppContext
+    from app.ui import CONCURRENCY, build_demo, launch
+
+    context = AppContext(weights=args.weights, samples=args.samples, review_dir=args.review_dir, device=args.device)
+    demo = build_demo(context)
+    launch(demo.queue(default_concurrency_limit=args.concurrency or CONCURRENCY), server_name=args.host,
+           server_port=args.port, share=args.share)
+
+
+if __name__ == "__main__":
+    main()
