@@ -12,6 +12,9 @@ Options beyond the official recipe:
 - `heatmap_distill_weight > 0` adds w * MSE(heatmaps_c, heatmaps_{c+1}.detach()): each cycle's heatmap
   is also pulled towards the (frozen) next cycle's. Off by default; the official loss has no
   heatmap-to-heatmap term.
+- `heatmap_criterion` replaces the per-cycle JointsMSE (`make_heatmap_loss`: "kl" = `SoftmaxKLLoss`,
+  "fg-mse" = `ForegroundMSELoss`); the token terms stay as they are. Both keep the output a heatmap of
+  the official kind (peak ~1 at the joint, ~0 elsewhere), so decoding and scores are unchanged.
 """
 
 from __future__ import annotations
@@ -47,6 +50,91 @@ class JointsMSELoss(nn.Module):
         return squared.mean() * self.loss_weight
 
 
+HEATMAP_LOSSES = ("mse", "kl", "fg-mse")
+
+
+def _per_joint_weight(target_weight: torch.Tensor | None, batch: int, joints: int) -> torch.Tensor:
+    if target_weight is None:
+        raise ValueError("this heatmap loss needs target_weight of shape (B, K, 1)")
+    return target_weight.reshape(batch, joints, 1, 1)
+
+
+class ForegroundMSELoss(nn.Module):
+    """JointsMSE with the foreground weighted up: pixels where the target exceeds `threshold` x its map's
+    peak count `foreground_weight` times. A 2-sigma Gaussian covers ~3 % of a 32x24 map, so plain MSE is
+    dominated by the background and a flat "average pose" output is nearly optimal; here the peak region
+    carries ~10x more of the loss. With foreground_weight=1 this is exactly JointsMSELoss."""
+
+    def __init__(self, foreground_weight: float = 10.0, threshold: float = 0.1) -> None:
+        super().__init__()
+        if foreground_weight < 1 or not 0 < threshold < 1:
+            raise ValueError(f"fg-mse needs foreground_weight >= 1 and 0 < threshold < 1, got "
+                             f"{foreground_weight} and {threshold}")
+        self.foreground_weight = float(foreground_weight)
+        self.threshold = float(threshold)
+
+    def forward(
+        self, heatmaps: torch.Tensor, target: torch.Tensor, target_weight: torch.Tensor | None
+    ) -> torch.Tensor:
+        if heatmaps.shape != target.shape:
+            raise ValueError(f"heatmaps {tuple(heatmaps.shape)} and target {tuple(target.shape)} differ in shape")
+        batch, joints = target.shape[:2]
+        peak = target.amax(dim=(2, 3), keepdim=True)
+        foreground = (target > self.threshold * peak) & (peak > 0)
+        pixel_weight = 1.0 + (self.foreground_weight - 1.0) * foreground.to(heatmaps.dtype)
+        weight = pixel_weight * _per_joint_weight(target_weight, batch, joints)
+        return ((heatmaps - target).pow(2) * weight).mean()
+
+
+class SoftmaxKLLoss(nn.Module):
+    """KL(softmax(target / T) || softmax(heatmap / T)) over each map's pixels, weighted by the joint's
+    target weight and averaged over (B, K), plus `mse_weight` x the official JointsMSE.
+
+    Why softmax(target / T) and not target / sum(target): with the latter the optimum is
+    heatmap = T log(target) + c, -inf off the peak, which is not a heatmap (DARK's log, the peak-value
+    scores and the studio would all break). With the former the optimum is heatmap = target + c, a
+    heatmap of the official kind; the MSE term pins c = 0 and shares that optimum, so the two never pull
+    apart. T = 0.1 turns a peak-1, sigma-2 Gaussian into a distribution with ~99 % of its mass in the 7x7
+    window around the joint. The gradient w.r.t. a pixel is (p - q) / T per map, not divided by the map's
+    pixel count as in the MSE, so it does not vanish while the output is flat."""
+
+    def __init__(self, temperature: float = 0.1, mse_weight: float = 1.0) -> None:
+        super().__init__()
+        if temperature <= 0 or mse_weight < 0:
+            raise ValueError(f"kl needs temperature > 0 and mse_weight >= 0, got {temperature} and {mse_weight}")
+        self.temperature = float(temperature)
+        self.mse_weight = float(mse_weight)
+        self.mse = JointsMSELoss()
+
+    def forward(
+        self, heatmaps: torch.Tensor, target: torch.Tensor, target_weight: torch.Tensor | None
+    ) -> torch.Tensor:
+        if heatmaps.shape != target.shape:
+            raise ValueError(f"heatmaps {tuple(heatmaps.shape)} and target {tuple(target.shape)} differ in shape")
+        batch, joints = target.shape[:2]
+        weight = _per_joint_weight(target_weight, batch, joints).reshape(batch, joints)
+        log_p = F.log_softmax(heatmaps.reshape(batch, joints, -1) / self.temperature, dim=-1)
+        log_q = F.log_softmax(target.reshape(batch, joints, -1) / self.temperature, dim=-1)
+        kl = (log_q.exp() * (log_q - log_p)).sum(dim=-1)
+        loss = (kl * weight).mean()
+        if self.mse_weight > 0:
+            loss = loss + self.mse_weight * self.mse(heatmaps, target, target_weight)
+        return loss
+
+
+def make_heatmap_loss(
+    name: str = "mse", kl_temperature: float = 0.1, fg_weight: float = 10.0, fg_threshold: float = 0.1
+) -> nn.Module:
+    """The per-cycle heatmap criterion by name: "mse" (official JointsMSELoss), "kl", "fg-mse"."""
+    if name == "mse":
+        return JointsMSELoss()
+    if name == "kl":
+        return SoftmaxKLLoss(kl_temperature)
+    if name == "fg-mse":
+        return ForegroundMSELoss(fg_weight, fg_threshold)
+    raise ValueError(f"unknown heatmap loss {name!r}; choose one of {HEATMAP_LOSSES}")
+
+
 class SDPoseLoss(nn.Module):
     """Self-distillation loss over a list of CycleOutput (cycle 1 first).
 
@@ -64,9 +152,12 @@ class SDPoseLoss(nn.Module):
         detach_teacher: bool = False,
         heatmap_distill_weight: float = 0.0,
         use_target_weight: bool = True,
+        heatmap_criterion: nn.Module | None = None,
     ) -> None:
         super().__init__()
-        self.heatmap_mse = JointsMSELoss(use_target_weight=use_target_weight)
+        # the per-cycle heatmap term: the official JointsMSE unless another criterion is given
+        self.heatmap_mse = (heatmap_criterion if heatmap_criterion is not None
+                            else JointsMSELoss(use_target_weight=use_target_weight))
         self.keypoint_token_weight = keypoint_token_weight
         self.visual_token_weight = visual_token_weight
         self.detach_teacher = detach_teacher

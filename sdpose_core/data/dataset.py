@@ -13,7 +13,7 @@ annotation file's width/height, otherwise the keypoints would not line up and a 
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -87,12 +87,17 @@ class TopDownDataset(Dataset):
         det_score_threshold: detections scoring below this are skipped (mmpose det_bbox_thr).
         layout: "coco" or "crowdpose"; None detects it from the file's keypoint names.
         seed: base seed of the augmentation; every sample uses (seed, epoch, index).
+        extra_targets: a hook called as hook(image_bgr, center, scale, rotation, flip_width) for every
+            sample, whose dict of tensors is added to the sample (e.g. `train.teacher_targets.TeacherTargets`:
+            a teacher's heatmaps of the same augmented crop). It runs where the sample is built (a worker).
 
     `__getitem__` returns image (3, H, W) float32, target (K, Hh, Wh), target_weight (K, 1) and meta:
     image_id, ann_id (-1 for detections), center and scale (the crop actually used, pixels of the
     unflipped image), rotation (degrees), flipped, box_score (1 for GT boxes), area (scale_w * scale_h,
     mmpose's per-instance area for OKS-NMS), image_file, index. With detected boxes the target and its
-    weights are zero: there is no ground truth to encode.
+    weights are zero: there is no ground truth to encode. `joints` (K, 3) float64 holds each joint's x, y in
+    crop pixels and its visibility (after the flip), from which the targets can be re-encoded (another sigma,
+    `train.targets`) without the image.
     """
 
     def __init__(
@@ -108,6 +113,7 @@ class TopDownDataset(Dataset):
         augment: AugmentConfig | None = None,
         layout: str | None = None,
         seed: int = 0,
+        extra_targets: Callable[..., dict[str, torch.Tensor]] | None = None,
     ) -> None:
         self.ann_file = Path(ann_file)
         self.image_dir = Path(image_dir)
@@ -121,6 +127,7 @@ class TopDownDataset(Dataset):
             raise ConfigError("augment is only used for training; pass train=True or leave augment=None")
         self.augment = (augment or AugmentConfig()) if self.train else None
         self.seed = int(seed)
+        self.extra_targets = extra_targets
         self.epoch = 0
         self.boxes = str(boxes)
         self.det_score_threshold = float(det_score_threshold)
@@ -233,12 +240,16 @@ class TopDownDataset(Dataset):
             "image_file": self.image_files[image_index],
             "index": int(index),
         }
-        return {
+        sample = {
             "image": normalize_crop(crop),
             "target": torch.from_numpy(target),
             "target_weight": torch.from_numpy(target_weight),
+            "joints": torch.from_numpy(np.concatenate([joints_xy, visible[:, None]], axis=1).astype(np.float64)),
             "meta": meta,
         }
+        if self.extra_targets is not None:
+            sample.update(self.extra_targets(image, params.center, params.scale, params.rotation, flip_width))
+        return sample
 
     def __repr__(self) -> str:
         return (f"TopDownDataset({self.ann_file.name}, {len(self)} samples, layout={self.layout.name}, "
@@ -246,12 +257,12 @@ class TopDownDataset(Dataset):
 
 
 def collate_topdown(batch: Sequence[dict[str, Any]]) -> dict[str, Any]:
-    """Stack images/targets/weights; meta becomes a dict of stacked arrays (for array fields such as
-    center and scale) or lists (everything else)."""
+    """Stack the tensors (image, target, target_weight, joints and any `extra_targets`); meta becomes a dict of
+    stacked arrays (for array fields such as center and scale) or lists (everything else)."""
     if not batch:
         raise DataError("cannot collate an empty batch")
     collated: dict[str, Any] = {
-        key: torch.stack([sample[key] for sample in batch]) for key in ("image", "target", "target_weight")
+        key: torch.stack([sample[key] for sample in batch]) for key in batch[0] if key != "meta"
     }
     meta: dict[str, Any] = {}
     for key, first in batch[0]["meta"].items():

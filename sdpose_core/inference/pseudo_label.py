@@ -1,14 +1,18 @@
-"""Teacher pseudo-labels: MediaPipe BlazePose keypoints on unlabeled person media, written as COCO JSON.
+"""Teacher pseudo-labels: a teacher's COCO-17 keypoints on unlabeled person media, written as COCO JSON.
 
     sdpose pseudo-label ../shared/data/unlabeled/ccp_fullbody --out runs/pseudo/ccp.json --holdout-every 20
     sdpose pseudo-label ../shared/data/unlabeled/videos --frames-dir runs/pseudo/frames --stride 5 ...
+    sdpose pseudo-label ../shared/data/unlabeled/har_actions --teacher pp-tinypose --detector rtmdet-nano ...
 
-For every image (or every `stride`-th video frame, so near-duplicate frames don't dominate) the person
-detector finds the people (or the whole image is one box, `--whole-image`, for person crops), the
-teacher predicts 17 COCO keypoints per box, and only confident people and joints are kept:
+Teachers (`build_teacher`): "mediapipe" (BlazePose full, the default; its visibility is the score) and
+"pp-tinypose" (PP-TinyPose 256x192 with the flip test; the heatmap peak is the score). For every image (or
+every `stride`-th video frame, so near-duplicate frames don't dominate) the person detector finds the
+people (or the whole image is one box, `--whole-image`, for person crops), the teacher predicts 17 COCO
+keypoints per box, and only confident people and joints are kept:
 
-- a joint is labelled (v=2) when the teacher's visibility is >= `joint_threshold` and it lies inside the
-  image; every other joint is unlabelled (v=0), so it adds no loss;
+- a joint is labelled (v=2) when the teacher's score is >= `joint_threshold` and it lies inside the
+  image; every other joint is unlabelled (v=0), so it adds no loss; `keypoint_scores` on each annotation
+  holds the teacher's score of every labelled joint (0 for unlabelled ones), for a trainer to weight by;
 - a person is kept when at least `min_joints` joints are labelled, including a shoulder and a hip (a
   torso to anchor the skeleton), and the labelled joints span at least `min_height` pixels.
 
@@ -34,7 +38,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from sdpose_core.errors import DataError
+from sdpose_core.errors import ConfigError, DataError
 from sdpose_core.keypoints import COCO17
 from sdpose_core.media.images import IMAGE_SUFFIXES, load_image
 from sdpose_core.media.video import VIDEO_SUFFIXES, iter_video_frames
@@ -44,6 +48,42 @@ logger = logging.getLogger(__name__)
 
 SHOULDERS = (5, 6)
 HIPS = (11, 12)
+TEACHERS = ("mediapipe", "pp-tinypose")
+DEFAULT_TEACHER = "mediapipe"
+
+
+def build_teacher(name: str = DEFAULT_TEACHER) -> Any:
+    """The teacher `name` (one of TEACHERS): MediaPipe BlazePose on the box with 0.25 of it added on each side (as
+    before teachers could be chosen), or PP-TinyPose 256x192 with the flip test on the mmpose crop (box x 1.25)."""
+    if name == "mediapipe":
+        from sdpose_core.inference.baselines import MediaPipePose
+
+        return MediaPipePose()
+    if name == "pp-tinypose":
+        from sdpose_core.inference.tinypose import TinyPoseTeacher
+
+        return TinyPoseTeacher()
+    raise ConfigError(f"unknown teacher {name!r}; choose one of {', '.join(TEACHERS)}")
+
+
+def describe_teacher(teacher: Any) -> str:
+    """One line naming the teacher and how it runs, for the JSON's provenance."""
+    if not hasattr(teacher, "describe"):
+        return type(teacher).__name__
+    about = teacher.describe()
+    if about.get("name") == "mediapipe":
+        return (f"mediapipe=={_version('mediapipe')} solutions.pose model_complexity=1 (BlazePose full), per "
+                f"person box + {about.get('crop_padding_each_side')} of it on each side")
+    return f"{about.get('name')}: {about.get('detail')}"
+
+
+def _version(package: str) -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(package)
+    except PackageNotFoundError:
+        return "?"
 
 
 @dataclass
@@ -199,16 +239,16 @@ def pseudo_label(
 ) -> dict[str, Any]:
     """Label `source` with the teacher; write `out` (and `out` with `.holdout.json` when splitting).
 
-    Returns the counts recorded in the JSON's info.
+    `teacher`: a name of TEACHERS, an object with `predict(image_rgb, boxes)` -> PosePrediction list, or None
+    (MediaPipe). `detector`: an object with `.detect`, or None (the best present). Returns the counts recorded
+    in the JSON's info.
     """
     cfg = cfg or PseudoLabelConfig()
     source, out = Path(source), Path(out)
     if not source.exists():
         raise DataError(f"pseudo-label source {source} does not exist")
-    if teacher is None:
-        from sdpose_core.inference.baselines import MediaPipePose
-
-        teacher = MediaPipePose()
+    if teacher is None or isinstance(teacher, str):
+        teacher = build_teacher(teacher or DEFAULT_TEACHER)
     if detector is None and not cfg.whole_image:
         from sdpose_core.detection import build_detector
 
@@ -216,12 +256,12 @@ def pseudo_label(
     counts = {"images_seen": 0, "images_kept": 0, "boxes": 0, "people_kept": 0, "dropped_teacher_none": 0,
               "dropped_unconfident": 0, "dropped_duplicate": 0, "joints_labelled": 0}
     info = {
-        "description": f"MediaPipe BlazePose pseudo-labels of {source.name}",
-        "teacher": "mediapipe==0.10.21 solutions.pose model_complexity=1 (BlazePose full), per person box",
+        "description": f"{getattr(teacher, 'name', 'teacher')} pseudo-labels of {source.name}",
+        "teacher": describe_teacher(teacher),
         "detector": "whole image is one box" if cfg.whole_image else getattr(detector, "name", type(detector).__name__),
         "source": str(source), "frames_dir": str(frames_dir) if frames_dir else None,
         "config": asdict(cfg), "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "rules": __doc__.split("\n\n")[2].strip() if __doc__ else "",
+        "rules": "\n\n".join(__doc__.split("\n\n")[2:4]).strip() if __doc__ else "",
     }
     splits = {"train": _empty_coco(info), "holdout": _empty_coco(info)}
     groups: dict[str, int] = {}
@@ -241,7 +281,7 @@ def pseudo_label(
         counts["images_seen"] += 1
         boxes = None if cfg.whole_image else np.array([d.box_xywh for d in detector.detect(image)]).reshape(-1, 4)
         people = teacher.predict(image, boxes) if boxes is None or len(boxes) else []
-        kept = []
+        kept, scores = [], []
         for person in people:
             counts["boxes"] += 1
             if not person.found:
@@ -252,8 +292,10 @@ def pseudo_label(
                 counts["dropped_unconfident"] += 1
                 continue
             kept.append(keypoints)
+            scores.append(np.where(keypoints[:, 2] > 0, person.keypoints[:, 2], 0.0))
         if len(kept) > 1:
-            kept = _drop_duplicates(kept, person_scores=None, image_shape=image.shape, cfg=cfg, counts=counts)
+            order = _drop_duplicates(kept, person_scores=None, image_shape=image.shape, cfg=cfg, counts=counts)
+            kept, scores = [kept[i] for i in order], [scores[i] for i in order]
         if bar is not None:
             bar.update(1)
         if not kept:
@@ -262,13 +304,14 @@ def pseudo_label(
         coco["images"].append({"id": image_id, "file_name": item.file_name, "height": int(image.shape[0]),
                                "width": int(image.shape[1])})
         counts["images_kept"] += 1
-        for keypoints in kept:
+        for keypoints, joint_scores in zip(kept, scores, strict=True):
             box = box_from_keypoints(keypoints, image.shape, cfg.margins)
             labelled = int((keypoints[:, 2] > 0).sum())
             coco["annotations"].append({
                 "id": ann_id, "image_id": image_id, "category_id": 1, "iscrowd": 0, "bbox": box,
                 "area": round(box[2] * box[3] * cfg.margins.area_ratio, 2),
                 "num_keypoints": labelled, "keypoints": [round(float(v), 2) for v in keypoints.ravel()],
+                "keypoint_scores": [round(float(v), 3) for v in joint_scores],
             })
             ann_id += 1
             counts["people_kept"] += 1
@@ -286,7 +329,8 @@ def pseudo_label(
 
 
 def _drop_duplicates(kept: list[np.ndarray], person_scores: Any, image_shape: tuple[int, ...],
-                     cfg: PseudoLabelConfig, counts: dict[str, int]) -> list[np.ndarray]:
+                     cfg: PseudoLabelConfig, counts: dict[str, int]) -> list[int]:
+    """Indices into `kept` of the people left after OKS-NMS (the same person found in two boxes), in order."""
     from sdpose_core.evaluation.nms import oks_nms
 
     keypoints = np.stack(kept)
@@ -294,7 +338,7 @@ def _drop_duplicates(kept: list[np.ndarray], person_scores: Any, image_shape: tu
     areas = np.array([b[2] * b[3] for b in (box_from_keypoints(k, image_shape, cfg.margins) for k in kept)])
     keep = oks_nms(keypoints, labelled, areas * cfg.margins.area_ratio, thr=cfg.duplicate_oks)
     counts["dropped_duplicate"] = counts.get("dropped_duplicate", 0) + len(kept) - len(keep)
-    return [kept[i] for i in sorted(keep)]
+    return sorted(int(i) for i in keep)
 
 
 def holdout_path(out: str | os.PathLike) -> Path:

@@ -3,7 +3,8 @@
     from sdpose_core.inference.tinypose import TinyPose
     pose = TinyPose((128, 96))                   # or (256, 192); files from ../shared/teachers/pp_tinypose
     maps = pose.heatmaps(crops)                  # crops: float32 (N, 3, H, W), RGB, ImageNet-normalised
-    keypoints = pose.predict(image_rgb, boxes)   # (N, 17, 3) x, y (image pixels), score
+    keypoints = pose.predict(image_rgb, boxes)   # (N, 17, 3) x, y (image pixels), score; one row per box
+    teacher = TinyPoseTeacher()                  # 256x192 + flip, MediaPipePose's interface (PosePrediction per box)
 
 The model files are not part of the project: they are read from `<teachers>/pp_tinypose/`
 (`sdpose_core.paths.teachers_root()`: `$SDPOSE_TEACHERS`, else `../shared/teachers`) or from the
@@ -110,16 +111,18 @@ class TinyPose:
 
     def predict(self, image_rgb: np.ndarray, boxes: Any, flip: bool = False, decode: str = "dark") -> np.ndarray:
         """(N, 17, 3) keypoints (image pixels, heatmap-peak score) of the people in `boxes` ([N, 4] x, y, w, h
-        or Detections); `flip` adds the mirrored crops (with the one-column shift)."""
+        or Detections), one row per box in box order; a box with nothing inside the image gets zeros (score 0).
+        `flip` adds the mirrored crops (with the one-column shift)."""
         from sdpose_core.heatmaps import flip_average, heatmap_peaks, heatmap_to_image_coords
         from sdpose_core.inference.crops import crop_people, parse_boxes, sanitize_boxes, to_rgb_uint8
         from sdpose_core.keypoints import get_layout
 
         image_rgb = to_rgb_uint8(image_rgb)
         raw_boxes, raw_scores = parse_boxes(boxes)
+        out = np.zeros((len(raw_boxes), NUM_KEYPOINTS, 3))
         clean, scores, kept, notes = sanitize_boxes(raw_boxes, raw_scores, image_rgb.shape)
         if len(clean) == 0:
-            return np.zeros((0, NUM_KEYPOINTS, 3))
+            return out
         batch = crop_people(image_rgb, clean, scores, self.input_size, kept, notes)
         crops = batch.images.numpy()
         maps = self.heatmaps(crops)
@@ -128,7 +131,43 @@ class TinyPose:
             maps = flip_average(maps, mirrored, get_layout(NUM_KEYPOINTS).flip_index())
         coords, peak = heatmap_peaks(maps, decode)
         xy = heatmap_to_image_coords(coords, batch.centers, batch.scales, self.heatmap_size)
-        return np.concatenate([xy, peak[..., None]], axis=-1)
+        out[kept] = np.concatenate([xy, peak[..., None]], axis=-1)
+        return out
 
     def __repr__(self) -> str:
         return f"TinyPose({self.input_size[0]}x{self.input_size[1]}, {self.param_path.parent}, threads {self.threads})"
+
+
+class TinyPoseTeacher:
+    """PP-TinyPose as a teacher / baseline with MediaPipePose's interface: `predict(image_rgb, boxes)` gives one
+    `PosePrediction` per box (None: the whole image is one person), `name`, `describe()`. Default: the 256x192
+    model with the flip test and DARK, the setting its README measured best (and 0.511 AP on LSP-extended val,
+    `tests/inference/test_tinypose.py`). A heatmap model always answers, so `found` is True for every box
+    inside the image; the per-joint heatmap peak is the score a confidence threshold reads."""
+
+    name = "pp-tinypose"
+
+    def __init__(self, input_size: Sequence[int] = SIZES[0], flip: bool = True, folder: str | Path | None = None,
+                 threads: int = 1) -> None:
+        self.model = TinyPose(input_size, folder, threads)
+        self.flip = bool(flip)
+
+    def predict(self, image_rgb: np.ndarray, boxes: Any = None) -> list[Any]:
+        from sdpose_core.inference.baselines import PosePrediction
+        from sdpose_core.inference.crops import parse_boxes
+
+        if boxes is None:
+            boxes = np.array([[0.0, 0.0, image_rgb.shape[1], image_rgb.shape[0]]])
+        box_array, _ = parse_boxes(boxes)
+        keypoints = self.model.predict(image_rgb, box_array, flip=self.flip)
+        return [PosePrediction(keypoints=k.astype(np.float32), box_xywh=b.astype(np.float32),
+                               found=bool(k[:, 2].max() > 0)) for k, b in zip(keypoints, box_array, strict=True)]
+
+    __call__ = predict
+
+    def describe(self) -> dict[str, Any]:
+        """What runs, for evaluation reports and the provenance of pseudo-labels."""
+        height, width = self.model.input_size
+        return {"name": self.name, "detail": f"PP-TinyPose {height}x{width} (PaddleDetection, Apache-2.0) on ncnn, "
+                f"{'flip test (one-column shift), ' if self.flip else ''}DARK decoding, heatmap peak = score",
+                "files": str(self.model.param_path.parent)}

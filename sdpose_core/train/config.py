@@ -3,6 +3,8 @@
 Defaults follow the official SDPose configs (mmpose 0.x): Adam lr 1e-3 without weight decay, linear
 warm-up over 500 iterations starting at 0.001 x lr, step decay x0.1 at epochs 200 and 260 of 300 (here
 expressed as fractions of the run's epochs so short runs keep the same shape), batch 64 per device.
+With `time_budget_min` the run trains for that many minutes instead, and the fractions apply to the steps
+that time holds (estimated from the measured step time; `sdpose_core.train.schedule`).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from typing import Any
 
 from sdpose_core.errors import ConfigError
 from sdpose_core.models.config import check_cycles, reject_unknown_fields
+from sdpose_core.train.epoch_summary import check_best_metric
 
 
 @dataclass
@@ -44,6 +47,7 @@ class TrainConfig:
     amp: bool | None = None  # None/True: fp16 + GradScaler on CUDA, bf16 on CPUs with native bf16 only, else fp32
     device: str = "auto"
     max_steps: int | None = None  # stop after this many optimisation steps in total (tests, smoke runs)
+    time_budget_min: float | None = None  # train this many minutes (then end like a finished run); epochs = a cap
     detach_teacher: bool = False
     heatmap_distill_weight: float = 0.0
     keypoint_token_weight: float = 5e-6
@@ -53,10 +57,23 @@ class TrainConfig:
     freeze_bn: bool = False  # BN in eval mode (running statistics, no updates): small batches / DDP tests
     sync_bn: bool = False  # SyncBatchNorm under DDP on CUDA
     sigma: float = 2.0
+    # opt-in training signals (issue 16; the defaults are the official loss and targets, sdpose_core.losses)
+    heatmap_loss: str = "mse"  # per-cycle heatmap term: "mse" (official), "kl" (softmax KL + MSE), "fg-mse"
+    kl_temperature: float = 0.1  # "kl": softmax(heatmap / T)
+    fg_weight: float = 10.0  # "fg-mse": weight of pixels above fg_threshold x the target's peak
+    fg_threshold: float = 0.1
+    sigma_start: float | None = None  # sigma schedule: sigma_start -> sigma over sigma_anneal_fraction of steps
+    sigma_anneal_fraction: float = 0.3
+    teacher_targets: str | None = None  # "pp-tinypose-128x96" / "pp-tinypose-256x192": teacher heatmaps mixed in
+    teacher_target_weight: float = 0.5  # share of the teacher in a labelled joint's target (1 = replace)
+    teacher_min_confidence: float = 0.5  # teacher peak from which it counts (unlabelled joints then get weight 1)
     val_flip: bool = False
     val_batch_size: int = 32
     val_every: int = 1
+    val_every_min: float | None = None  # also validate every N minutes of training time, at a step boundary
     save_every: int = 1  # write last.pt every N epochs (and always at the end / when max_steps stops)
+    best_metric: str = "oks"  # best/ = the epoch with the highest cycle-1 val "oks" (mean OKS) or "ap"
+    keep_last_epochs: int = 0  # also keep the weights of the last N epochs in epochs/epoch_NNN/ (0: none)
     log_every: int = 10
     progress: bool = True
     drop_last: bool = False
@@ -79,11 +96,18 @@ class TrainConfig:
             check_cycles(self.cycles)
         if self.max_steps is not None and self.max_steps < 1:
             raise ConfigError(f"max_steps must be >= 1, got {self.max_steps}")
+        for name in ("time_budget_min", "val_every_min"):
+            value = getattr(self, name)
+            if value is not None and not (isinstance(value, (int, float)) and 0 < value < float("inf")):
+                raise ConfigError(f"{name} must be a number of minutes > 0, got {value!r}")
         for name in ("val_every", "save_every", "log_every"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.train_repeat < 1:
             raise ConfigError(f"train_repeat must be >= 1, got {self.train_repeat}")
+        check_best_metric(self.best_metric)
+        if self.keep_last_epochs < 0:
+            raise ConfigError(f"keep_last_epochs must be >= 0 (0 keeps none), got {self.keep_last_epochs}")
         from sdpose_core.data.mixed import TrainSet
 
         for spec in self.extra_train_sets:
@@ -101,6 +125,27 @@ class TrainConfig:
             raise ConfigError("give both --val-ann and --val-images, or neither")
         if any(not 0 < f <= 1 for f in self.lr_step_fractions):
             raise ConfigError(f"lr_step_fractions must lie in (0, 1], got {self.lr_step_fractions}")
+        self._validate_targets()
+
+    def _validate_targets(self) -> None:
+        from sdpose_core.losses import make_heatmap_loss
+        from sdpose_core.train.targets import SigmaSchedule
+        from sdpose_core.train.teacher_targets import check_teacher_name
+
+        if self.sigma <= 0:
+            raise ConfigError(f"sigma must be > 0, got {self.sigma}")
+        try:
+            make_heatmap_loss(self.heatmap_loss, self.kl_temperature, self.fg_weight, self.fg_threshold)
+        except ValueError as exc:
+            raise ConfigError(f"--heatmap-loss: {exc}") from None
+        if self.sigma_start is not None:
+            SigmaSchedule(self.sigma_start, self.sigma, self.sigma_anneal_fraction)
+        if self.teacher_targets is not None:
+            check_teacher_name(self.teacher_targets)
+        if not 0 <= self.teacher_target_weight <= 1:
+            raise ConfigError(f"teacher_target_weight must lie in [0, 1], got {self.teacher_target_weight}")
+        if not 0 <= self.teacher_min_confidence < float("inf"):
+            raise ConfigError(f"teacher_min_confidence must be >= 0, got {self.teacher_min_confidence}")
 
     @property
     def run_dir(self) -> Path:

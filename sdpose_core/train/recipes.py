@@ -24,6 +24,8 @@ def config_from_options(options: dict[str, Any]) -> TrainConfig:
     given): a new run (recipe or config file, options on top), or a resumed one (`resume`, or a recipe
     whose run folder already holds last.pt)."""
     given = dict(options)
+    if "train_set_options" in given:
+        given.update(train_sets_from_options(given.pop("train_set_options")))
     if "model_overrides" in given:
         given["model_overrides"] = dict(given["model_overrides"])
     recipe = load_recipe(given.pop("recipe", None), given.pop("config", None))
@@ -37,6 +39,47 @@ def config_from_options(options: dict[str, Any]) -> TrainConfig:
     if missing:
         raise ConfigError(f"train needs {', '.join(missing)} (or --resume RUN_DIR, or --recipe NAME)")
     return TrainConfig.from_dict(given)
+
+
+def train_sets_from_options(items: list[tuple[str, Any]]) -> dict[str, Any]:
+    """TrainConfig fields from the command line's training sets, in the order given: the n-th --train-ann goes
+    with the n-th --train-images; a --train-repeat applies to the --train-ann before it. The first pair is the
+    main set, the others become `extra_train_sets` (replacing a recipe's only when more than one is given).
+    One option alone (no pair) changes that field of the main set of a recipe or a resumed run."""
+    anns = [value for kind, value in items if kind == "ann"]
+    images = [value for kind, value in items if kind == "images"]
+    if len(anns) + len(images) == 1 or not (anns or images):
+        single = {"ann": "train_ann", "images": "train_images", "repeat": "train_repeat"}
+        if sum(kind == "repeat" for kind, _ in items) > 1:
+            raise ConfigError("one --train-repeat per --train-ann")
+        return {single[kind]: (int(value) if kind == "repeat" else value) for kind, value in items}
+    if len(anns) != len(images):
+        raise ConfigError(
+            f"--train-ann and --train-images pair up by order: got {len(anns)} --train-ann and {len(images)} "
+            "--train-images; give one --train-images after each --train-ann"
+        )
+    repeats: list[int | None] = [None] * len(anns)
+    seen_anns = 0
+    for kind, value in items:
+        if kind == "ann":
+            seen_anns += 1
+        elif kind == "repeat":
+            if seen_anns == 0:
+                raise ConfigError("--train-repeat applies to the --train-ann before it: give --train-ann first")
+            if repeats[seen_anns - 1] is not None:
+                raise ConfigError(f"two --train-repeat for the training set {anns[seen_anns - 1]}")
+            repeats[seen_anns - 1] = int(value)
+    fields: dict[str, Any] = {}
+    if anns:
+        fields.update(train_ann=anns[0], train_images=images[0])
+        if repeats[0] is not None:
+            fields["train_repeat"] = repeats[0]
+    if len(anns) > 1:
+        fields["extra_train_sets"] = [
+            {"ann": ann, "images": folder, "repeat": 1 if repeat is None else repeat}
+            for ann, folder, repeat in zip(anns[1:], images[1:], repeats[1:], strict=True)
+        ]
+    return fields
 
 
 def load_recipe(recipe: str | None, config_file: str | None) -> dict[str, Any]:

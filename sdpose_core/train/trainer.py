@@ -1,9 +1,11 @@
 """The training loop: single process or torchrun DDP, AMP, resumable bit-for-bit, per-epoch validation.
 
 Run layout (RUN_DIR = config.out):
-  last.pt            full training state after every epoch (and when --max-steps stops a run)
-  best/              safetensors weights + config.json of the epoch with the best cycle-1 val AP
-  final/             the weights at the end of training
+  last.pt            full training state after every epoch (and when --max-steps or a signal stops a run)
+  best/              safetensors weights + config.json of the epoch with the best cycle-1 val mean OKS
+                     (--best-metric ap: AP)
+  final/             the weights at the end of training, or when SIGINT / SIGTERM stopped it
+  epochs/epoch_NNN/  the weights of the last --keep-last-epochs epochs (none by default)
   metrics.jsonl, train_iters.csv, train_epochs.csv, tensorboard/, train_config.json
 Only rank 0 writes files; every rank trains on its DistributedSampler shard.
 """
@@ -12,17 +14,11 @@ from __future__ import annotations
 
 import json
 import math
-import random
-import signal
-import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
@@ -31,17 +27,28 @@ from torch.utils.data import DataLoader
 from sdpose_core.data import AugmentConfig, TopDownDataset, collate_topdown
 from sdpose_core.data.mixed import build_mixed_dataset
 from sdpose_core.errors import ConfigError
-from sdpose_core.losses import SDPoseLoss
-from sdpose_core.models import build_model, get_config
+from sdpose_core.losses import SDPoseLoss, make_heatmap_loss
+from sdpose_core.models import build_model
 from sdpose_core.train.config import TrainConfig
 from sdpose_core.train.distributed import (
     DistContext,
     ResumableSampler,
+    broadcast_object,
     setup_distributed,
     teardown_distributed,
 )
+from sdpose_core.train.epoch_summary import BestTracker, epoch_line, validation_columns
 from sdpose_core.train.metrics_log import MetricsLogger
-from sdpose_core.train.schedule import WarmupStepSchedule
+from sdpose_core.train.schedule import ESTIMATE_AFTER_STEPS, StepPlan, TimeBudget, WarmupStepSchedule
+from sdpose_core.train.setup import (
+    dataset_sizes,
+    freeze_batchnorm,
+    load_init_weights,
+    resolve_amp,
+    seed_worker,
+    train_model_overrides,
+)
+from sdpose_core.train.signals import stop_on_signals
 from sdpose_core.train.state import (
     capture_rng_state,
     load_train_state,
@@ -49,7 +56,9 @@ from sdpose_core.train.state import (
     save_train_state,
     seed_everything,
 )
+from sdpose_core.train.targets import BatchTargets
 from sdpose_core.train.validate import validate
+from sdpose_core.train.weights_folders import save_epoch_snapshot, save_weights_folder
 
 
 @dataclass
@@ -61,60 +70,9 @@ class TrainResult:
     best_epoch: int | None
     final_dir: Path | None
     history: list[dict[str, Any]] = field(default_factory=list)
-    interrupted: bool = False  # stopped by SIGINT / SIGTERM: last.pt holds the state, rerun to continue
-
-
-def seed_worker(worker_id: int) -> None:
-    """DataLoader worker seeding: numpy/random follow torch's per-worker seed (base seed + worker id),
-    which comes from the loader's generator, so workers differ from each other and across epochs but are
-    reproducible."""
-    seed = torch.initial_seed() % 2**32
-    np.random.seed(seed)
-    random.seed(seed)
-
-
-def resolve_amp(config: TrainConfig, device: torch.device) -> tuple[bool, torch.dtype | None, str]:
-    """(enabled, dtype, why): fp16 with GradScaler on CUDA; on CPU bf16 autocast only where the CPU has
-    native bf16 (`--amp`, the recipes' `"amp": true` and the default alike), else fp32
-    (`sdpose_core.precision.resolve_amp`; the reason is printed and kept in train_config.json)."""
-    from sdpose_core.precision import resolve_amp as resolve_precision
-
-    if config.amp and device.type not in ("cpu", "cuda"):
-        raise ConfigError(f"--amp is not supported on device {device}; use --no-amp")
-    choice = resolve_precision(config.amp, device, "training")
-    return choice.enabled, choice.dtype, choice.reason
-
-
-def train_model_overrides(config: TrainConfig) -> dict[str, Any]:
-    """ModelConfig overrides of a run (everything but num_keypoints, which the training data decides)."""
-    overrides: dict[str, Any] = dict(config.model_overrides)
-    if config.image_size is not None:
-        overrides["image_size"] = tuple(config.image_size)
-        overrides.setdefault("heatmap_size", (config.image_size[0] // 4, config.image_size[1] // 4))
-    if config.cycles is not None:
-        overrides["cycles"] = config.cycles
-    overrides.pop("num_keypoints", None)
-    return overrides
-
-
-def dataset_sizes(model_name: str, overrides: dict[str, Any]) -> dict[str, tuple[int, int]]:
-    """Crop and heatmap sizes of the model a run builds, for the datasets."""
-    model_config = get_config(model_name, **overrides)
-    return {"image_size": tuple(model_config.image_size), "heatmap_size": tuple(model_config.heatmap_size)}
-
-
-def _freeze_batchnorm(model: nn.Module) -> None:
-    for module in model.modules():
-        if isinstance(module, nn.modules.batchnorm._BatchNorm):
-            module.eval()
-
-
-def load_init_weights(model: nn.Module, spec: str) -> None:
-    """Start from pretrained weights (strict): our folder, an official .pth, a run's last.pt or hf://org/repo."""
-    from sdpose_core.weights.load import load_model
-
-    load_model(spec, into=model)
-    model.train()  # load_model hands models back in eval mode
+    interrupted: bool = False  # stopped by SIGINT / SIGTERM: final/ holds the weights so far, rerun to continue
+    best_metric: str | None = None  # what best/ was chosen on ("oks" or "ap", cycle 1); best_ap: highest AP seen
+    best_value: float | None = None  # best/'s value of best_metric (at best_epoch)
 
 
 class Trainer:
@@ -140,6 +98,11 @@ class Trainer:
             self.train_set = build_mixed_dataset(sets, config.seed, **sizes, sigma=config.sigma,
                                                  augment=self._augment_config())
         self.layout = self.train_set.layout
+        if config.teacher_targets:  # dense soft targets: the teacher runs on each augmented crop, in the workers
+            from sdpose_core.train.teacher_targets import attach_teacher_targets
+
+            attach_teacher_targets(self.train_set, config.teacher_targets, **sizes)
+        self.batch_targets = BatchTargets.from_config(config, **sizes)  # None: the dataset's official targets
         model = build_model(config.model, num_keypoints=self.layout.num_keypoints, **self.model_overrides)
         self.model_config = model.config
         if config.init_weights and self.resume_state is None:
@@ -154,12 +117,11 @@ class Trainer:
         )
         trainable = [p for p in model.parameters() if p.requires_grad]
         self.optimizer = torch.optim.Adam(trainable, lr=config.lr, weight_decay=config.weight_decay)
-        self.schedule = WarmupStepSchedule(
-            self.optimizer, config.lr_step_epochs(), config.lr_gamma, config.warmup_iters, config.warmup_ratio
-        )
         self.loss_fn = SDPoseLoss(
             keypoint_token_weight=config.keypoint_token_weight, visual_token_weight=config.visual_token_weight,
             detach_teacher=config.detach_teacher, heatmap_distill_weight=config.heatmap_distill_weight,
+            heatmap_criterion=make_heatmap_loss(config.heatmap_loss, config.kl_temperature, config.fg_weight,
+                                                config.fg_threshold),
         )
         self.amp_enabled, self.amp_dtype, self.precision = resolve_amp(config, self.device)
         if ctx.is_main:
@@ -177,12 +139,20 @@ class Trainer:
         self.sampler = ResumableSampler(
             self.train_set, ctx, shuffle=True, seed=config.seed, drop_last=config.drop_last
         )
+        # the lr follows steps: drops at the milestone epochs' first steps, or at fractions of a budget's total
+        per_rank, batch = self.sampler.num_samples, config.batch_size
+        self.steps_per_epoch = max(1, per_rank // batch if config.drop_last else math.ceil(per_rank / batch))
+        self.plan = StepPlan.for_epochs(config.lr_step_epochs(), self.steps_per_epoch, config.epochs)
+        self.schedule = WarmupStepSchedule(self.optimizer, self.plan.drop_steps, config.lr_gamma,
+                                           config.warmup_iters, config.warmup_ratio, by="step")
+        self.budget = TimeBudget(budget_s=None if config.time_budget_min is None else 60.0 * config.time_budget_min,
+                                 val_every_s=None if config.val_every_min is None else 60.0 * config.val_every_min)
+        self.samples_seen = 0  # all ranks together
         self.epoch = 0
         self.global_step = 0
         self.step_in_epoch = 0
         self.epoch_samples_seen = 0  # this rank's samples of the current epoch already trained on
-        self.best_ap: float | None = None
-        self.best_epoch: int | None = None
+        self.best = BestTracker(config.best_metric)
         self.history: list[dict[str, Any]] = []
         if self.resume_state is not None:
             self._load_state(self.resume_state)
@@ -198,12 +168,14 @@ class Trainer:
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.schedule.state_dict(),
             "scaler": self.scaler.state_dict(),
+            "lr_plan": self.plan.to_dict(),
+            "time_budget": self.budget.state_dict(),
+            "samples_seen": self.samples_seen,
             "epoch": self.epoch,
             "step_in_epoch": self.step_in_epoch,
             "epoch_samples_seen": self.epoch_samples_seen,
             "global_step": self.global_step,
-            "best_ap": self.best_ap,
-            "best_epoch": self.best_epoch,
+            **self.best.to_state(),  # best_metric, best_value, best_epoch, best_ap, best_oks
             "rng": capture_rng_state(),
             "config": self.config.to_dict(),
             "model_config": self.model_config.to_dict(),
@@ -219,14 +191,20 @@ class Trainer:
         self.model.load_state_dict(state["model"], strict=True)
         self.optimizer.load_state_dict(state["optimizer"])
         self.schedule.load_state_dict(state["scheduler"])
+        saved_plan = state.get("lr_plan")
+        if (self.config.time_budget_min is not None and saved_plan
+                and len(saved_plan["drop_steps"]) == len(self.plan.drop_steps)):
+            self.plan = StepPlan.from_dict(saved_plan)  # a budget's estimate; without one the epochs decide
+            self.schedule.milestones = list(self.plan.drop_steps)
+        self.budget.load_state_dict(state.get("time_budget", {}))
+        self.samples_seen = int(state.get("samples_seen", 0))
         if state.get("scaler"):
             self.scaler.load_state_dict(state["scaler"])
         self.epoch = int(state["epoch"])
         self.step_in_epoch = int(state["step_in_epoch"])
         self.epoch_samples_seen = int(state["epoch_samples_seen"])
         self.global_step = int(state["global_step"])
-        self.best_ap = state.get("best_ap")
-        self.best_epoch = state.get("best_epoch")
+        self.best = BestTracker.from_state(state, self.config.best_metric)
         restore_rng_state(state["rng"])
 
     def save_last(self) -> None:
@@ -236,9 +214,7 @@ class Trainer:
     def save_weights(self, name: str) -> Path | None:
         if not self.ctx.is_main:
             return None
-        from sdpose_core.weights.checkpoint import save_pretrained
-
-        return save_pretrained(self.model, self.run_dir / name)
+        return save_weights_folder(self.model, self.run_dir / name)
 
     # ----------------------------------------------------------------- loop
     def _loader(self, epoch: int) -> DataLoader:
@@ -255,8 +231,12 @@ class Trainer:
 
     def train_step(self, batch: dict[str, Any]) -> dict[str, float]:
         images = batch["image"].to(self.device, non_blocking=True)
-        target = batch["target"].to(self.device, non_blocking=True)
-        target_weight = batch["target_weight"].to(self.device, non_blocking=True)
+        target, target_weight, target_logged = batch["target"], batch["target_weight"], {}
+        if self.batch_targets is not None:  # sigma schedule / teacher targets, built here from batch["joints"]
+            total = min(self.plan.total_steps, self.config.max_steps or self.plan.total_steps)
+            target, target_weight, target_logged = self.batch_targets(batch, self.global_step, total)
+        target = target.to(self.device, non_blocking=True)
+        target_weight = target_weight.to(self.device, non_blocking=True)
         self.schedule.apply(self.epoch, self.global_step)
         with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp_enabled):
             outputs = self.ddp_model(images)
@@ -265,7 +245,7 @@ class Trainer:
         losses = self.loss_fn(outputs, target, target_weight)
         names = list(losses)
         values = torch.stack([losses[name].detach().float() for name in names]).tolist()  # one device sync
-        logged = dict(zip(names, values, strict=True))
+        logged = dict(zip(names, values, strict=True), **target_logged)
         if not math.isfinite(logged["loss"]):
             # stop before the update so last.pt keeps the last finite weights
             raise FloatingPointError(
@@ -286,49 +266,81 @@ class Trainer:
                 json.dumps({"train": config.to_dict(), "model": self.model_config.to_dict(),
                             "precision": self.precision}, indent=2)
             )
-        with self._stop_on_signals():
-            while self.epoch < config.epochs and not self._max_steps_reached() and not self.stop_requested:
+        with stop_on_signals(self._request_stop, enabled=not self.ctx.is_distributed):
+            while (self.epoch < config.epochs and not self._max_steps_reached() and not self.stop_requested
+                   and not self._budget_spent()):
                 if self._train_epoch():
                     self._end_of_epoch()
+                elif self._budget_spent() and not self.stop_requested:  # the time budget ran out in the epoch
+                    self._end_of_epoch(partial=True)
                 else:  # stopped inside the epoch by max_steps or a signal
                     self.save_last()
-        if self.stop_requested:  # no "final" weights for a run that is not finished
+        if self.budget.spent and self.ctx.is_main:
+            print(f"[sdpose train] time budget of {config.time_budget_min:g} min spent after {self.global_step} "
+                  f"step(s), {self.samples_seen} samples", flush=True)
+        if self.stop_requested:  # last.pt to continue from; final/ below holds the weights so far
             self.save_last()
-            self.logger.close()
-            return TrainResult(self.run_dir, self.epoch, self.global_step, self.best_ap, self.best_epoch, None,
-                               self.history, interrupted=True)
-        final_dir = self.save_weights("final")
+        final_dir = self.save_weights("final")  # a resumed run that finishes writes it again
         self.ctx.barrier()
         self.logger.close()
         return TrainResult(
-            self.run_dir, self.epoch, self.global_step, self.best_ap, self.best_epoch, final_dir, self.history
+            self.run_dir, self.epoch, self.global_step, self.best.best_ap, self.best.epoch, final_dir, self.history,
+            interrupted=self.stop_requested, best_metric=self.best.metric, best_value=self.best.value,
         )
 
     stop_requested = False
 
-    @contextmanager
-    def _stop_on_signals(self) -> Iterator[None]:
-        """SIGINT / SIGTERM finish the current step, write last.pt and return: a long CPU run can be stopped
-        (Ctrl-C, `kill`) and continued later mid-epoch. Single process only: under torchrun the ranks would
-        stop at different steps, so there the default handlers stay."""
-        if self.ctx.is_distributed or threading.current_thread() is not threading.main_thread():
-            yield
-            return
-
-        def request_stop(signum: int, frame: Any) -> None:
-            self.stop_requested = True
-            print(f"[sdpose train] {signal.Signals(signum).name}: stopping after this step, saving last.pt",
-                  flush=True)
-
-        previous = {sig: signal.signal(sig, request_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
-        try:
-            yield
-        finally:
-            for sig, handler in previous.items():
-                signal.signal(sig, handler)
+    def _request_stop(self, signal_name: str) -> None:
+        """SIGINT / SIGTERM (single process, `stop_on_signals`): end after this step, as a finished run ends."""
+        self.stop_requested = True
+        print(f"[sdpose train] {signal_name}: stopping after this step, saving last.pt and final/", flush=True)
 
     def _max_steps_reached(self) -> bool:
         return self.config.max_steps is not None and self.global_step >= self.config.max_steps
+
+    def _agreed(self, flag: bool) -> bool:
+        """Rank 0's flag on every rank: each rank's own clock would stop or validate them at different steps."""
+        return bool(broadcast_object(self.ctx, flag)) if self.ctx.is_distributed else flag
+
+    def _budget_spent(self) -> bool:
+        return self.budget.budget_s is not None and self._agreed(self.budget.spent)
+
+    def _reestimate_plan(self) -> None:
+        """With a time budget: the run's total steps from the measured step time (the epochs cap it), the lr
+        drops at its fractions (rank 0's estimate on every rank, so all ranks use one lr)."""
+        total = self.budget.estimate_total_steps(self.global_step)
+        total = broadcast_object(self.ctx, total) if self.ctx.is_distributed else total
+        if total is not None:
+            cap = self.config.epochs * self.steps_per_epoch
+            self.plan.reestimate(self.config.lr_step_fractions, min(total, cap), self.global_step)
+            self.schedule.milestones = list(self.plan.drop_steps)
+
+    def _run_validation(self) -> dict[int, dict[str, float]]:
+        """Per-cycle validation metrics of the current weights (on rank 0; {} elsewhere)."""
+        config = self.config
+        metrics = validate(
+            self.model, self.val_set, self.ctx, cycles=int(self.model_config.cycles), flip=config.val_flip,
+            batch_size=config.val_batch_size, amp_dtype=self.amp_dtype if self.amp_enabled else None,
+        )
+        self.budget.validated()
+        return metrics
+
+    def _validate_mid_epoch(self) -> float:
+        """--val-every-min: validate at this step boundary (a "val" record with step and samples seen; best/
+        stays with the epoch-end validations). Returns its seconds, which are not training time."""
+        began = time.perf_counter()
+        self.budget.pause()
+        metrics = self._run_validation()
+        if self.ctx.is_main:
+            for cycle, values in metrics.items():
+                self.logger.log("val", {"epoch": self.epoch + 1, "step": self.global_step, "samples_seen":
+                                        self.samples_seen, "train_elapsed_s": self.budget.elapsed_s,
+                                        "mid_epoch": True, "cycle": cycle, **values}, step=self.global_step)
+        self.ddp_model.train()
+        if self.config.freeze_bn:
+            freeze_batchnorm(self.ddp_model)
+        self.budget.start()
+        return time.perf_counter() - began
 
     def _train_epoch(self) -> bool:
         """Train until the epoch ends (returns True) or max_steps is reached inside it (False)."""
@@ -336,7 +348,7 @@ class Trainer:
         loader = self._loader(self.epoch)
         self.ddp_model.train()
         if config.freeze_bn:
-            _freeze_batchnorm(self.ddp_model)
+            freeze_batchnorm(self.ddp_model)
         batches: Any = loader
         if config.progress and self.ctx.is_main:
             from tqdm import tqdm
@@ -346,12 +358,18 @@ class Trainer:
         sums: dict[str, float] = {}
         count = samples = samples_since_log = 0
         start = last_log = time.perf_counter()
+        validation_s = 0.0
+        self.budget.start()
         for batch in batches:
             losses = self.train_step(batch)
             batch_size = int(batch["image"].shape[0])
             self.global_step += 1
             self.step_in_epoch += 1
             self.epoch_samples_seen += batch_size
+            self.samples_seen += batch_size * self.ctx.world_size
+            self.budget.step_done()
+            if self.budget.budget_s is not None and self.budget.steps_timed == ESTIMATE_AFTER_STEPS:
+                self._reestimate_plan()
             count += 1
             samples += batch_size * self.ctx.world_size
             samples_since_log += batch_size * self.ctx.world_size
@@ -367,49 +385,63 @@ class Trainer:
                 if hasattr(batches, "set_postfix"):
                     batches.set_postfix(loss=f"{losses['loss']:.3e}", lr=f"{record['lr']:.2e}")
                 last_log, samples_since_log = now, 0
-            if self._max_steps_reached() or self.stop_requested:
+            if self._max_steps_reached() or self.stop_requested or self._budget_spent():
                 break
+            if (self.budget.val_every_s is not None and self.val_set is not None and count < batches_left
+                    and self._agreed(self.budget.validation_due())):
+                validation_s += self._validate_mid_epoch()
+        self.budget.pause()
         if hasattr(batches, "close"):
             batches.close()
-        elapsed = time.perf_counter() - start
+        elapsed = time.perf_counter() - start - validation_s
         self._epoch_train_summary = {"train_" + key: value / max(count, 1) for key, value in sums.items()}
         self._epoch_train_summary["train_time_s"] = elapsed
         self._epoch_train_summary["train_samples_per_s"] = samples / max(elapsed, 1e-9)
         if count < batches_left:
             return False
         self.step_in_epoch = self.epoch_samples_seen = 0
+        if self.budget.budget_s is not None:
+            self._reestimate_plan()
         return True
 
-    def _end_of_epoch(self) -> None:
+    def _end_of_epoch(self, partial: bool = False) -> None:
+        """Validation, logs and last.pt after an epoch; `partial`: the time budget ended the run inside the
+        epoch, which stays unfinished in last.pt (a longer budget continues it)."""
         config = self.config
         epoch_number = self.epoch + 1  # 1-based for people
+        last = partial or self._budget_spent()  # the time budget ends the run here: validate and save
         record: dict[str, Any] = {"epoch": epoch_number, "step": self.global_step, **self._epoch_train_summary}
+        record.update({"samples_seen": self.samples_seen, "train_elapsed_s": self.budget.elapsed_s})
+        record["lr"] = self.schedule.last_lrs[0]
+        if partial:
+            record["partial_epoch"] = True
         if self.val_set is not None:
             cycles = int(self.model_config.cycles)
-            val_columns = [f"val_AP_cycle{c}" for c in range(1, cycles + 1)]
-            record.update({name: float("nan") for name in val_columns})
-            if epoch_number % config.val_every == 0 or epoch_number == config.epochs:
-                metrics = validate(
-                    self.model, self.val_set, self.ctx, cycles=cycles, flip=config.val_flip,
-                    batch_size=config.val_batch_size, amp_dtype=self.amp_dtype if self.amp_enabled else None,
-                )
+            record.update({name: float("nan") for name in validation_columns(cycles)})  # AP, AP50, OKS
+            if epoch_number % config.val_every == 0 or epoch_number == config.epochs or last:
+                metrics = self._run_validation()
                 if self.ctx.is_main:
                     for cycle, values in metrics.items():
-                        record[f"val_AP_cycle{cycle}"] = values["AP"]
-                        self.logger.log("val", {"epoch": epoch_number, "cycle": cycle, **values},
+                        for name in ("AP", "AP50", "OKS"):
+                            record[f"val_{name}_cycle{cycle}"] = values[name]
+                        self.logger.log("val", {"epoch": epoch_number, "step": self.global_step,
+                                                "samples_seen": self.samples_seen,
+                                                "train_elapsed_s": self.budget.elapsed_s, "cycle": cycle, **values},
                                         step=self.global_step)
-                    ap = metrics[1]["AP"]
-                    if self.best_ap is None or ap > self.best_ap:
-                        self.best_ap, self.best_epoch = ap, epoch_number
+                    if self.best.update(epoch_number, metrics[1]):  # cycle 1 on config.best_metric
                         self.save_weights("best")
-        self.epoch += 1
+        if config.keep_last_epochs and not partial and self.ctx.is_main:
+            save_epoch_snapshot(self.model, self.run_dir, epoch_number, config.keep_last_epochs)
+        if not partial:
+            self.epoch += 1
         self.history.append(record)
         self.logger.log("epoch", record, step=self.global_step)
-        if epoch_number % config.save_every == 0 or epoch_number == config.epochs or self._max_steps_reached():
+        if (epoch_number % config.save_every == 0 or epoch_number == config.epochs or self._max_steps_reached()
+                or last):
             self.save_last()
-        if self.ctx.is_main and config.progress:
-            shown = {k: (f"{v:.4g}" if isinstance(v, float) else v) for k, v in record.items()}
-            print(f"[sdpose train] {json.dumps(shown)}", flush=True)
+        if self.ctx.is_main:  # one line per epoch, with or without the progress bar (which it replaces)
+            print(epoch_line(record, config.epochs, int(self.model_config.cycles),
+                             self.best if self.val_set is not None else None), flush=True)
 
 
 def train(config: TrainConfig) -> TrainResult:

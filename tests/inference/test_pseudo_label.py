@@ -165,3 +165,54 @@ def test_real_teacher_labels_shared_photos(shared_data: Path, tmp_path: Path) ->
     info = coco.dataset["info"]
     assert "mediapipe" in info["teacher"] and info["config"]["joint_threshold"] == 0.5
     assert info["counts"]["images_seen"] == 4
+
+
+def test_unknown_teacher_is_named() -> None:
+    from sdpose_core.errors import ConfigError
+    from sdpose_core.inference.pseudo_label import TEACHERS, build_teacher
+
+    assert TEACHERS == ("mediapipe", "pp-tinypose")
+    with pytest.raises(ConfigError, match="unknown teacher 'blazepose'.*pp-tinypose"):
+        build_teacher("blazepose")
+
+
+def test_pp_tinypose_labels_real_multi_person_photos(shared_data: Path, tmp_path: Path) -> None:
+    """PP-TinyPose (256x192, flip) on RTMDet-nano boxes over six real HAR photos (four of two or more people
+    fighting): people are found, every kept one has a torso and >= 8 confident joints, and each annotation
+    records the teacher's score per labelled joint."""
+    import shutil
+
+    from sdpose_core.detection import build_detector
+    from sdpose_core.detection.factory import find_detector_file
+    from sdpose_core.inference import tinypose
+
+    if tinypose.available() is not None:
+        pytest.skip(tinypose.available())
+    if find_detector_file("rtmdet-nano") is None:
+        pytest.skip("rtmdet_nano_person.onnx not found (../shared/detectors or SDPOSE_DETECTORS)")
+    har = shared_data / "unlabeled" / "har_actions"
+    folder = tmp_path / "har"
+    folder.mkdir()
+    names = [f"fighting_Image_{n}.jpg" for n in (100, 1006, 1060, 1068)] + ["sitting_Image_1.jpg",
+                                                                             "cycling_Image_1.jpg"]
+    names = [n for n in names if (har / n).is_file()]
+    assert len(names) >= 5, f"expected HAR photos missing from {har}"
+    for name in names:
+        shutil.copy(har / name, folder / name)
+    out = tmp_path / "har.json"
+    counts = pseudo_label(folder, out, teacher="pp-tinypose", detector=build_detector("rtmdet-nano"), progress=False)
+    data = json.loads(out.read_text())
+    assert counts["images_seen"] == len(names) and counts["people_kept"] >= len(names)
+    fighting_ids = {im["id"] for im in data["images"] if im["file_name"].startswith("fighting")}
+    per_image = [sum(a["image_id"] == i for a in data["annotations"]) for i in fighting_ids]
+    assert max(per_image) >= 2, "two fighters found in at least one photo"
+    for ann in data["annotations"]:
+        kps = np.asarray(ann["keypoints"]).reshape(17, 3)
+        labelled = kps[:, 2] > 0
+        assert labelled.sum() == ann["num_keypoints"] >= 8
+        assert labelled[[5, 6]].any() and labelled[[11, 12]].any(), "a shoulder and a hip: the torso rule"
+        scores = np.asarray(ann["keypoint_scores"])
+        assert (scores[labelled] >= 0.5).all() and (scores[~labelled] == 0).all()
+    assert data["info"]["teacher"].startswith("pp-tinypose: PP-TinyPose 256x192")
+    assert data["info"]["detector"].startswith("RTMDet-nano")
+    assert "keypoint_scores" in data["info"]["rules"]

@@ -8,7 +8,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from sdpose_core.losses import JointsMSELoss, SDPoseLoss
+from sdpose_core.losses import (
+    ForegroundMSELoss,
+    JointsMSELoss,
+    SDPoseLoss,
+    SoftmaxKLLoss,
+    make_heatmap_loss,
+)
 from sdpose_core.models import CycleOutput, build_model
 from sdpose_core.weights.checkpoint import load_checkpoint
 
@@ -186,3 +192,79 @@ def test_token_weights_scale_terms() -> None:
     torch.testing.assert_close(terms["visual_token_loss"], vis)
     with pytest.raises(ValueError, match="at least one cycle"):
         SDPoseLoss()([], target, weight)
+
+
+# ------------------------------------------------------------------ opt-in heatmap losses (issue 16)
+def test_foreground_mse_on_a_hand_made_map() -> None:
+    target = torch.tensor([[[[0.0, 0.05, 1.0], [0.5, 0.0, 0.0]], [[1.0, 0.0, 0.0], [0.0, 0.0, 0.0]]]])
+    weight = torch.tensor([[[1.0], [0.0]]])  # the second joint is unlabelled: no loss at all
+    pred = torch.zeros_like(target)
+    loss = ForegroundMSELoss(foreground_weight=10.0, threshold=0.1)(pred, target, weight)
+    # foreground of joint 1: 1.0 and 0.5 (> 0.1 x peak); 0.05 is background
+    expected = (10 * 1.0**2 + 10 * 0.5**2 + 0.05**2) / 12
+    assert loss.item() == pytest.approx(expected, rel=1e-6)
+    g = torch.Generator().manual_seed(2)
+    pred, target = torch.randn(2, 3, 4, 5, generator=g), torch.rand(2, 3, 4, 5, generator=g)
+    weight = torch.tensor([[[1.0], [0.0], [1.0]], [[1.0], [1.0], [0.0]]])
+    torch.testing.assert_close(ForegroundMSELoss(foreground_weight=1.0)(pred, target, weight),
+                               JointsMSELoss()(pred, target, weight))
+
+
+def test_softmax_kl_on_a_hand_made_map() -> None:
+    import math
+
+    target = torch.tensor([[[[1.0, 0.0]], [[0.3, 0.9]]]])  # (1, 2, 1, 2)
+    weight = torch.tensor([[[1.0], [0.0]]])
+    pred = torch.zeros_like(target)
+    loss = SoftmaxKLLoss(temperature=1.0, mse_weight=0.0)(pred, target, weight)
+    q = (math.e / (math.e + 1), 1 / (math.e + 1))
+    kl = sum(qi * math.log(qi / 0.5) for qi in q)
+    assert loss.item() == pytest.approx(kl / 2, rel=1e-6)  # mean over (B, K); joint 2 has weight 0
+    with_mse = SoftmaxKLLoss(temperature=1.0, mse_weight=1.0)(pred, target, weight)
+    assert with_mse.item() == pytest.approx(kl / 2 + JointsMSELoss()(pred, target, weight).item(), rel=1e-6)
+    # the optimum is the target itself; a shifted map has zero KL, and the MSE term pins the level
+    assert SoftmaxKLLoss()(target, target, weight).item() == pytest.approx(0.0, abs=1e-7)
+    assert SoftmaxKLLoss(mse_weight=0.0)(target + 0.4, target, weight).item() == pytest.approx(0.0, abs=1e-6)
+    assert SoftmaxKLLoss()(target + 0.4, target, weight).item() > 0.01
+
+
+def test_make_heatmap_loss_names() -> None:
+    assert type(make_heatmap_loss("mse")) is JointsMSELoss
+    assert isinstance(make_heatmap_loss("kl", kl_temperature=0.2), SoftmaxKLLoss)
+    assert isinstance(make_heatmap_loss("fg-mse"), ForegroundMSELoss)
+    with pytest.raises(ValueError, match="unknown heatmap loss"):
+        make_heatmap_loss("l1")
+
+
+def test_heatmap_criterion_applies_per_cycle_and_keeps_the_token_terms() -> None:
+    outputs = random_outputs(3, requires_grad=False)
+    target, weight = torch.rand(2, 3, 4, 5, generator=torch.Generator().manual_seed(3)), torch.ones(2, 3, 1)
+    official = SDPoseLoss()(outputs, target, weight)
+    kl = SoftmaxKLLoss()
+    terms = SDPoseLoss(heatmap_criterion=kl)(outputs, target, weight)
+    for c in range(3):
+        torch.testing.assert_close(terms[f"heatmap_cycle{c + 1}"], kl(outputs[c].heatmaps, target, weight))
+    for key in ("keypoint_token_loss", "visual_token_loss"):
+        torch.testing.assert_close(terms[key], official[key])
+    torch.testing.assert_close(terms["loss"], terms["heatmap_loss"] + official["keypoint_token_loss"]
+                               + official["visual_token_loss"])
+
+
+def test_new_losses_have_stronger_gradients_at_the_average_pose(shared_data: Path) -> None:
+    """At the "average pose" start (every crop gets the same heatmaps: the batch's mean target, which is what
+    the official MSE converges to first) the gradient w.r.t. the heatmaps is far larger for kl and fg-mse."""
+    from sdpose_core.data import TopDownDataset, collate_topdown
+
+    coco = shared_data / "coco" / "coco_mini_train"
+    dataset = TopDownDataset(coco / "person_keypoints.json", coco / "images", train=False,
+                             image_size=(128, 96), heatmap_size=(32, 24))
+    batch = collate_topdown([dataset[i] for i in range(32)])
+    target, weight = batch["target"], batch["target_weight"]
+    average = target.mean(dim=0, keepdim=True).expand_as(target).clone()
+    norms = {}
+    for name in ("mse", "kl", "fg-mse"):
+        pred = average.clone().requires_grad_(True)
+        make_heatmap_loss(name)(pred, target, weight).backward()
+        norms[name] = pred.grad.norm().item()
+    assert norms["fg-mse"] > 5 * norms["mse"], norms
+    assert norms["kl"] > 100 * norms["mse"], norms

@@ -84,8 +84,9 @@ def test_config_run_trains_mixed_sets_and_resumes_by_rerunning(shared_data: Path
 @pytest.mark.slow
 def test_sigterm_saves_state_and_the_rerun_finishes_like_an_uninterrupted_run(shared_data: Path,
                                                                                tmp_path: Path) -> None:
-    """A long CPU run gets killed: SIGTERM finishes the step, writes last.pt (no final/), exits 0; the same
-    command again continues mid-epoch and ends with exactly the weights of a run that was never stopped."""
+    """A long CPU run gets killed: SIGTERM finishes the step, writes last.pt and final/ (the weights so far),
+    exits 0; the same command again continues mid-epoch and ends with exactly the weights of a run that was
+    never stopped, in final/ again."""
     import os
     import signal
     import subprocess
@@ -93,6 +94,8 @@ def test_sigterm_saves_state_and_the_rerun_finishes_like_an_uninterrupted_run(sh
     import time
 
     from safetensors.torch import load_file
+
+    from sdpose_core.train.state import load_train_state
 
     def config(out: Path) -> Path:
         cfg = {
@@ -117,8 +120,10 @@ def test_sigterm_saves_state_and_the_rerun_finishes_like_an_uninterrupted_run(sh
         time.sleep(0.05)
     proc.send_signal(signal.SIGTERM)
     out, _ = proc.communicate(timeout=120)
-    assert proc.returncode == 0 and "interrupted after" in out
-    assert (stopped / "last.pt").is_file() and not (stopped / "final").exists()
+    assert proc.returncode == 0 and "interrupted after" in out and f"weights so far in {stopped / 'final'}" in out
+    at_stop = load_train_state(stopped / "last.pt")["model"]
+    so_far = load_file(str(stopped / "final" / "model.safetensors"))
+    assert so_far.keys() == at_stop.keys() and all(torch.equal(so_far[k], at_stop[k]) for k in so_far)
     steps_before = log.read_text().count('"iter"')
     assert steps_before < 40 * 3, "the run finished before the signal: make it longer"
 
@@ -130,3 +135,4 @@ def test_sigterm_saves_state_and_the_rerun_finishes_like_an_uninterrupted_run(sh
     a = load_file(str(stopped / "final" / "model.safetensors"))
     b = load_file(str(whole / "final" / "model.safetensors"))
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert not all(torch.equal(a[k], so_far[k]) for k in a)  # the finished rerun wrote final/ again
