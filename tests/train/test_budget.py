@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from tiny_run import TINY, tiny_config
 
 from sdpose_core.cli.main import build_parser, main
 from sdpose_core.errors import ConfigError
@@ -23,18 +24,8 @@ from sdpose_core.train.state import load_train_state
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
-TINY = {"patch_size": (2, 2), "dim": 24, "depth": 2, "heads": 4}  # test_train.py's tiny SDPose-T
 
 
-def tiny_config(data: Path, out: Path, **changes) -> TrainConfig:
-    coco = data / "coco" / "mmpose_coco"
-    values = dict(
-        out=str(out), train_ann=str(coco / "person_keypoints.json"), train_images=str(coco / "images"),
-        epochs=2, batch_size=4, workers=0, image_size=(64, 48), model_overrides=dict(TINY), progress=False,
-        log_every=1, warmup_iters=4, seed=3,
-    )
-    values.update(changes)
-    return TrainConfig(**values)
 
 
 def lr_factors(milestones: list[int], by: str, positions: list[tuple[int, int]], warmup: int) -> list[float]:

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from tiny_run import tiny_config
 
 from sdpose_core.cli.main import build_parser
 from sdpose_core.data import TopDownDataset, collate_topdown
@@ -22,20 +23,9 @@ from sdpose_core.train.recipes import config_from_options
 from sdpose_core.train.targets import BatchTargets, SigmaSchedule
 from sdpose_core.train.trainer import Trainer
 
-TINY = {"patch_size": (2, 2), "dim": 24, "depth": 2, "heads": 4}
-
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
-def tiny_config(data: Path, out: Path, **changes) -> TrainConfig:
-    coco = data / "coco" / "mmpose_coco"
-    values = dict(
-        out=str(out), train_ann=str(coco / "person_keypoints.json"), train_images=str(coco / "images"),
-        epochs=2, batch_size=4, workers=0, image_size=(64, 48), model_overrides=dict(TINY), progress=False,
-        log_every=1, warmup_iters=4, seed=3,
-    )
-    values.update(changes)
-    return TrainConfig(**values)
 
 
 def iter_records(run: Path) -> list[dict]:

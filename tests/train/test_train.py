@@ -12,26 +12,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from tiny_run import TINY, tiny_config
 
 from sdpose_core.errors import CheckpointError, ConfigError
 from sdpose_core.train import TrainConfig, WarmupStepSchedule, predict_dataset, train
 from sdpose_core.train.state import load_train_state
 
-TINY = {"patch_size": (2, 2), "dim": 24, "depth": 2, "heads": 4}
-
-
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
-def tiny_config(data: Path, out: Path, **changes) -> TrainConfig:
-    coco = data / "coco" / "mmpose_coco"
-    values = dict(
-        out=str(out), train_ann=str(coco / "person_keypoints.json"), train_images=str(coco / "images"),
-        epochs=2, batch_size=4, workers=0, image_size=(64, 48), model_overrides=dict(TINY), progress=False,
-        log_every=1, warmup_iters=4, seed=3,
-    )
-    values.update(changes)
-    return TrainConfig(**values)
 
 
 def training_state(run_dir: Path) -> dict:
