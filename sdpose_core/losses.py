@@ -53,6 +53,11 @@ class JointsMSELoss(nn.Module):
 HEATMAP_LOSSES = ("mse", "kl", "fg-mse")
 
 
+def _check_same_shape(heatmaps: torch.Tensor, target: torch.Tensor) -> None:
+    if heatmaps.shape != target.shape:
+        raise ValueError(f"heatmaps {tuple(heatmaps.shape)} and target {tuple(target.shape)} differ in shape")
+
+
 def _per_joint_weight(target_weight: torch.Tensor | None, batch: int, joints: int) -> torch.Tensor:
     if target_weight is None:
         raise ValueError("this heatmap loss needs target_weight of shape (B, K, 1)")
@@ -76,8 +81,7 @@ class ForegroundMSELoss(nn.Module):
     def forward(
         self, heatmaps: torch.Tensor, target: torch.Tensor, target_weight: torch.Tensor | None
     ) -> torch.Tensor:
-        if heatmaps.shape != target.shape:
-            raise ValueError(f"heatmaps {tuple(heatmaps.shape)} and target {tuple(target.shape)} differ in shape")
+        _check_same_shape(heatmaps, target)
         batch, joints = target.shape[:2]
         peak = target.amax(dim=(2, 3), keepdim=True)
         foreground = (target > self.threshold * peak) & (peak > 0)
@@ -109,8 +113,7 @@ class SoftmaxKLLoss(nn.Module):
     def forward(
         self, heatmaps: torch.Tensor, target: torch.Tensor, target_weight: torch.Tensor | None
     ) -> torch.Tensor:
-        if heatmaps.shape != target.shape:
-            raise ValueError(f"heatmaps {tuple(heatmaps.shape)} and target {tuple(target.shape)} differ in shape")
+        _check_same_shape(heatmaps, target)
         batch, joints = target.shape[:2]
         weight = _per_joint_weight(target_weight, batch, joints).reshape(batch, joints)
         log_p = F.log_softmax(heatmaps.reshape(batch, joints, -1) / self.temperature, dim=-1)
