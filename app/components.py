@@ -17,14 +17,17 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import gradio as gr
 import numpy as np
 
+from app.context import CURRENT_SESSION
 from sdpose_core.errors import SDPoseError
+from sdpose_core.hosting.limits import Limits
 
 if TYPE_CHECKING:
     from sdpose_core.weights.load import WeightsInfo
 
 LOG = logging.getLogger("sdpose_studio")
-MAX_IMAGE_PIXELS = 40_000_000  # 40 MP: above this an upload is refused before it is decoded
+MAX_IMAGE_PIXELS = Limits().image_pixels  # above this an upload is refused before it is decoded (--max-image-mp)
 Fn = TypeVar("Fn", bound=Callable[..., Any])
+SESSION_PARAMETER = "sdpose_request"  # the gr.Request that `bind` adds to every callback's signature
 
 
 def bind(callback: Callable[..., Any], *bound: Any) -> Callable[..., Any]:
@@ -33,20 +36,41 @@ def bind(callback: Callable[..., Any], *bound: Any) -> Callable[..., Any]:
     Every tab callback is a module-level function `callback(ctx, view, *inputs) -> {component: value}`;
     its event gets `bind(callback, ctx, view)`. gradio reads the callback's signature (a `gr.Progress`
     default) and its type hints (a `gr.SelectData` parameter), and takes no type hints from a bare
-    partial, so this function carries the callback's name, annotations and the partial's signature."""
+    partial, so this function carries the callback's name, annotations and the partial's signature.
+    It also asks gradio for the event's gr.Request (an extra parameter the callback does not see) and makes its
+    browser session the current one while the callback runs (`app.context.CURRENT_SESSION`)."""
     partial = functools.partial(callback, *bound)
+    signature = inspect.signature(partial)
+    wants_request = any(p.annotation in (gr.Request, "gr.Request") for p in signature.parameters.values())
 
     @functools.wraps(callback)
     def bound_callback(*args: Any, **kwargs: Any) -> Any:
-        return partial(*args, **kwargs)
+        # the browser session of this event, for AppContext.session_id() (public mode keeps state per session);
+        # gradio inserts the gr.Request positionally where our extra parameter sits, so it is found by type
+        request = next((a for a in (*args, *kwargs.values()) if isinstance(a, gr.Request)), None)
+        if not wants_request:
+            args = tuple(a for a in args if not isinstance(a, gr.Request))
+            kwargs = {k: v for k, v in kwargs.items() if not isinstance(v, gr.Request)}
+        token = CURRENT_SESSION.set(getattr(request, "session_hash", None))
+        try:
+            return partial(*args, **kwargs)
+        finally:
+            CURRENT_SESSION.reset(token)
 
-    bound_callback.__signature__ = inspect.signature(partial)  # type: ignore[attr-defined]
+    parameters = list(signature.parameters.values())
+    if not wants_request:  # gradio fills a gr.Request parameter by its annotation; it is not an API input
+        at = next((i for i, p in enumerate(parameters)
+                   if p.kind not in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)), len(parameters))
+        parameters.insert(at, inspect.Parameter(SESSION_PARAMETER, inspect.Parameter.POSITIONAL_OR_KEYWORD,
+                                                default=None, annotation=gr.Request))
+    bound_callback.__signature__ = signature.replace(parameters=parameters)  # type: ignore[attr-defined]
+    bound_callback.__annotations__ = {**getattr(callback, "__annotations__", {}), SESSION_PARAMETER: gr.Request}
     return bound_callback
 
 
-def image_too_large_message(width: int, height: int) -> str:
+def image_too_large_message(width: int, height: int, max_pixels: int = MAX_IMAGE_PIXELS) -> str:
     return (f"The image is {width}x{height} pixels ({width * height / 1e6:.0f} MP); the studio accepts up to "
-            f"{MAX_IMAGE_PIXELS / 1e6:.0f} MP. Downscale it (people need only a few hundred pixels) and upload again.")
+            f"{max_pixels / 1e6:.0f} MP. Downscale it (people need only a few hundred pixels) and upload again.")
 
 
 def _checked_preprocess(component: gr.Image, payload: Any) -> Any:
@@ -57,25 +81,29 @@ def _checked_preprocess(component: gr.Image, payload: Any) -> Any:
     import PIL.Image
 
     name = payload.orig_name or os.path.basename(payload.path)
+    max_pixels = getattr(component, "sdpose_max_pixels", MAX_IMAGE_PIXELS)
     try:
         with PIL.Image.open(payload.path) as image:
             width, height = image.size
     except PIL.Image.DecompressionBombError:
-        raise gr.Error(f"{name} is far too large to open safely; downscale it and upload again.") from None
+        raise gr.Error(f"{name} is far too large to open safely (the studio accepts up to {max_pixels / 1e6:.0f} "
+                       "MP); downscale it and upload again.") from None
     except (PIL.UnidentifiedImageError, OSError, ValueError):
         raise gr.Error(f"{name} is not an image this app can read (JPEG, PNG, BMP, TIFF, WebP, GIF...). "
                        "Upload a photo instead.") from None
-    if width * height > MAX_IMAGE_PIXELS:
-        raise gr.Error(image_too_large_message(width, height))
+    if width * height > max_pixels:
+        raise gr.Error(image_too_large_message(width, height, max_pixels))
     return gr.Image.preprocess(component, payload)
 
 
-def checked_image(**kwargs: Any) -> gr.Image:
-    """A gr.Image input whose uploads are checked before decoding (see `_checked_preprocess`).
+def checked_image(max_pixels: int = MAX_IMAGE_PIXELS, **kwargs: Any) -> gr.Image:
+    """A gr.Image input whose uploads are checked before decoding (see `_checked_preprocess`), refused above
+    `max_pixels`.
 
     The check is bound to the instance rather than put in a gr.Image subclass: gradio writes a .pyi stub
     next to the source file of every component class defined outside gradio."""
     component = gr.Image(**kwargs)
+    component.sdpose_max_pixels = int(max_pixels)
     component.preprocess = types.MethodType(_checked_preprocess, component)  # type: ignore[method-assign]
     return component
 

@@ -27,6 +27,7 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Hashable
+from contextvars import ContextVar
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -36,13 +37,19 @@ import numpy as np
 from sdpose_core.analysis.set_predictions import ResultCache
 from sdpose_core.detection.factory import BEST, DETECTOR_NAMES
 from sdpose_core.errors import ConfigError
+from sdpose_core.hosting.limits import Limits
 from sdpose_core.paths import PROJECT_ROOT, data_root
 
 if TYPE_CHECKING:
     from sdpose_core.analysis.review_store import ReviewStore
     from sdpose_core.detection.ssdlite import Detection, PersonDetectorLike
+    from sdpose_core.hosting.policy import PublicPolicy
     from sdpose_core.inference.predictor import Predictor
     from sdpose_core.weights.load import WeightsInfo
+
+# The browser session of the event being handled (components.bind sets it from gradio's gr.Request): public
+# mode keeps uploads, reviews and the chosen weights per session.
+CURRENT_SESSION: ContextVar[str | None] = ContextVar("sdpose_session", default=None)
 
 # name shown in the UI -> what it runs (sdpose_core.detection.factory.DETECTOR_HELP): "best" is the best
 # detector present (RTMDet-nano > YOLOX-Nano > SSDLite), the one photos, video and webcam all use by default.
@@ -142,6 +149,8 @@ class AppContext:
         device: torch device for the pose models.
         num_threads: torch CPU threads (None: the CPUs this process may use).
         max_persons: people kept per image by the detectors.
+        policy: the public mode (sdpose_core.hosting.PublicPolicy): no server paths, state per browser session,
+            bounded work. None: local mode.
     """
 
     def __init__(
@@ -152,7 +161,11 @@ class AppContext:
         device: str = "cpu",
         num_threads: int | None = None,
         max_persons: int = 20,
+        policy: PublicPolicy | None = None,
     ) -> None:
+        self.policy = policy  # None: local mode, every path accepted; else the public mode's rules
+        if policy is not None:
+            max_persons = min(int(max_persons), policy.limits.people_per_image)
         self.device = device
         self.num_threads = num_threads
         self.max_persons = int(max_persons)
@@ -160,6 +173,7 @@ class AppContext:
         self.review_dir: str | None = str(review_dir) if review_dir else None
         self.started_at = time.time()
         self._current = _spec_key(weights)
+        self._session_current: dict[str, str] = {}  # public mode: the weights each session chose
         self._predictors: OrderedDict[str, Predictor] = OrderedDict()
         self._predictor_lock = threading.Lock()
         self._loading: dict[str, threading.Lock] = {}
@@ -178,11 +192,64 @@ class AppContext:
         root = data_root()
         return str(root) if root.is_dir() else None
 
+    # ------------------------------------------------------------------------------- public mode
+    @property
+    def public(self) -> bool:
+        return self.policy is not None
+
+    @property
+    def limits(self) -> Limits:
+        """The public mode's limits; local mode uses the defaults only where a local user benefits too (the
+        image pixel cap, before decoding)."""
+        return self.policy.limits if self.policy is not None else Limits()
+
+    def session_id(self) -> str | None:
+        """The browser session of the event being handled (None outside an event)."""
+        return CURRENT_SESSION.get()
+
+    def check_sample_path(self, text: str | os.PathLike) -> Path:
+        """A sample folder / annotation file the current visitor may open (local mode: any path)."""
+        if self.policy is None:
+            return Path(str(text).strip()).expanduser()
+        return self.policy.check_sample_path(text, self.session_id())
+
+    def check_weights(self, spec: str | os.PathLike | None) -> str:
+        """A weights spec the current visitor may load (local mode: any)."""
+        if self.policy is None:
+            return _spec_key(spec)
+        return self.policy.check_weights(spec, self.session_id())
+
+    def take_upload(self, path: str | os.PathLike, kind: str) -> str:
+        """An uploaded file as the tabs should use it: local mode as it is; public mode checked against the
+        limits and (weights, zips) moved into this session's folder (sdpose_core.hosting.PublicPolicy)."""
+        if self.policy is None:
+            return str(path)
+        return str(self.policy.take_upload(path, self.session_id(), kind))
+
+    def unpack_set(self, zipped: str | os.PathLike) -> str:
+        """The folder an uploaded labelled-set zip is unpacked into (checked first: sdpose_core.hosting.uploads):
+        this session's uploads in public mode, a new temporary folder in local mode."""
+        if self.policy is not None:
+            return self.take_upload(zipped, "zip")
+        import tempfile
+
+        from sdpose_core.hosting.uploads import extract_annotation_zip
+
+        return str(extract_annotation_zip(zipped, tempfile.mkdtemp(prefix="sdpose-set-"), self.limits))
+
+    def _current_key(self) -> str:
+        if self.policy is not None:
+            session = self.session_id()
+            if session is not None and session in self._session_current:
+                return self._session_current[session]
+        return self._current
+
     # ------------------------------------------------------------------------------------ predictors
     @property
     def current_weights(self) -> str | None:
-        """The current weights spec as given ("" / None: the default resolution order)."""
-        return self._current or None
+        """The current weights spec as given ("" / None: the default resolution order); in public mode the
+        weights this browser session chose, else the operator's."""
+        return self._current_key() or None
 
     def predictor(self, weights: str | os.PathLike | None = None) -> Predictor:
         """The Predictor for `weights` (None: the current weights), loaded once and cached.
@@ -190,7 +257,7 @@ class AppContext:
         Raises SDPoseError subclasses (CheckpointError, ConfigError) with a readable message when the
         weights cannot be loaded; nothing is cached then.
         """
-        key = self._current if weights is None else _spec_key(weights)
+        key = self._current_key() if weights is None else self.check_weights(weights)
         with self._predictor_lock:
             cached = self._predictors.get(key)
             if cached is not None:
@@ -207,7 +274,12 @@ class AppContext:
             with self._predictor_lock:
                 self._predictors[key] = predictor
                 while len(self._predictors) > MAX_CACHED_PREDICTORS:
-                    oldest = next(k for k in self._predictors if k not in (self._current, key))
+                    keep = {self._current, key, *self._session_current.values()}
+                    oldest = next((k for k in self._predictors if k not in keep), None)
+                    if oldest is None:  # every cached model is someone's current one: drop the oldest choice
+                        oldest = next(k for k in self._predictors if k not in (self._current, key))
+                        self._session_current = {s: k for s, k in self._session_current.items() if k != oldest}
+                    del self._predictors[oldest]
                     del self._predictors[oldest]
                 self._loading.pop(key, None)
             return predictor
@@ -233,10 +305,14 @@ class AppContext:
 
         Returns their WeightsInfo. On failure the current weights stay as they were and the error
         propagates (an SDPoseError naming the problem)."""
-        key = _spec_key(weights)
+        key = self.check_weights(weights)
         predictor = self.predictor(key)  # raises before anything changes
         with self._predictor_lock:
-            self._current = key
+            session = self.session_id()
+            if self.policy is not None and session is not None:  # a visitor changes only their own session
+                self._session_current[session] = key
+            else:
+                self._current = key
         return predictor.weights_info
 
     @property
@@ -257,11 +333,16 @@ class AppContext:
         so, for the caller to show once: when `opened`)."""
         from sdpose_core.analysis.review_store import ReviewStore, review_path_for
 
-        key = ReviewKey(str(ann_path), str(self.review_dir or ""))
+        # public mode: every browser session reviews in its own folder, so visitors never share notes
+        review_dir = (self.policy.review_folder(self.session_id()) if self.policy is not None else self.review_dir)
+        key = ReviewKey(str(ann_path), str(review_dir or ""))
         with self._review_lock:
             if key in self.review_stores:
                 return (*self.review_stores[key], False)
-            path, where = review_path_for(ann_path, self.review_dir)
+            path, where = review_path_for(ann_path, review_dir)
+            if self.policy is not None:
+                where = "in this browser session's own review folder (public demo: deleted after "\
+                        f"{self.policy.limits.session_hours:g} h without use)"
             self.review_stores[key] = (ReviewStore.open(path, Path(ann_path), on_corrupt="backup"), where)
             return (*self.review_stores[key], True)
 

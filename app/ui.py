@@ -15,6 +15,7 @@ import gradio as gr
 
 from app.context import AppContext
 from app.tabs import compare, model, review, samples, webcam
+from sdpose_core.hosting.policy import PublicPolicy
 
 LOG = logging.getLogger("sdpose_studio")
 
@@ -47,6 +48,8 @@ def build_demo(ctx: AppContext | None = None) -> gr.Blocks:
     ctx = ctx or AppContext()
     with gr.Blocks(title="SDPose Studio") as demo:
         gr.Markdown(INTRO)
+        if ctx.policy is not None:
+            gr.Markdown(public_notice(ctx.policy), elem_id="public-notice")
         views = {}
         for title, build_tab in TABS:
             with gr.Tab(title):
@@ -71,6 +74,19 @@ def launch(demo: gr.Blocks, attempts: int = 3, **kwargs: object) -> object:
             LOG.warning("gradio could not reach its own server in time (busy CPU?); starting again")
             demo.close()
     raise AssertionError("unreachable")
+
+
+def public_notice(policy: PublicPolicy) -> str:
+    hours = f"{policy.limits.session_hours:g}"
+    return (f"**Public demo:** your uploads and reviews are private to this browser session and deleted after "
+            f"{hours} hours without use. Server folders cannot be opened here: use the listed sample sets or "
+            f"upload your own (images up to {policy.limits.image_megapixels:g} MP, files up to "
+            f"{policy.limits.upload_mb:g} MB, videos up to {policy.limits.video_seconds:g} s).")
+
+
+def public_launch_options(policy: PublicPolicy | None) -> dict:
+    """Extra `demo.launch` options of the public mode: the upload cap (local mode keeps MAX_UPLOAD)."""
+    return {} if policy is None else {"max_file_size": f"{policy.limits.upload_mb:g}mb"}
 
 
 def launch_options() -> dict:

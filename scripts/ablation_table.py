@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 from sdpose_core.evaluation.evaluate import run_baseline_evaluation, run_evaluation
-from sdpose_core.inference.baselines import build_baseline
+from sdpose_core.inference.baseline_factory import build_baseline
 from sdpose_core.paths import data_root
 
 RUNS = {

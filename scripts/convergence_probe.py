@@ -54,6 +54,9 @@ CANDIDATES: dict[str, dict[str, Any]] = {
     "teacher": {"teacher_targets": "pp-tinypose-128x96"},
     "teacher256": {"teacher_targets": "pp-tinypose-256x192"},  # the larger teacher: slower targets, better peaks
     "teacher-kl": {"teacher_targets": "pp-tinypose-128x96", "heatmap_loss": "kl"},
+    # keypoint-token attention (block 1, cycle 1) pulled to its joint's patch, fading out over the run
+    "attn-hint": {"attention_hint_weight": 0.01, "attention_hint_fraction": 1.0},
+    "attn-hint0.1": {"attention_hint_weight": 0.1, "attention_hint_fraction": 1.0},
 }
 COLUMNS = ("candidate", "changes", "samples", "steps", "train_loss", "OKS_c1", "OKS_cN", "AP_c1", "AP_cN",
            "samples_per_s")

@@ -21,3 +21,11 @@ class CheckpointError(SDPoseError, ValueError):
 
 class ConfigError(SDPoseError, ValueError):
     """An unknown model name or an inconsistent configuration."""
+
+
+class AccessError(SDPoseError, PermissionError):
+    """A path, file or address the server does not serve (public mode): the message says what is allowed."""
+
+
+class LimitError(SDPoseError, ValueError):
+    """Input over one of the server's limits (size, pixels, length, people): the message names the limit."""

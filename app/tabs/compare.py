@@ -136,8 +136,8 @@ def compare_image(ctx: AppContext, view: CompareView, image: str | None, weights
     if not image:
         raise gr.Error("Upload an image first (drag and drop, paste, or pick an example).")
     cycles = int(cycles)
-    if not 1 <= cycles <= MAX_CYCLES:
-        raise gr.Error(f"cycles must be between 1 and {MAX_CYCLES}, got {cycles}")
+    if not 1 <= cycles <= min(MAX_CYCLES, ctx.limits.cycles):
+        raise gr.Error(f"cycles must be between 1 and {min(MAX_CYCLES, ctx.limits.cycles)}, got {cycles}")
     if detector not in DETECTOR_CHOICES:
         raise gr.Error(f"unknown detector {detector!r}; choose one of {', '.join(DETECTOR_CHOICES)}")
     spec = None if not weights or weights == CURRENT_WEIGHTS else weights
@@ -210,8 +210,8 @@ def build_tab(ctx: AppContext) -> CompareView:
     )
     with gr.Row():
         with gr.Column(scale=1, min_width=300):
-            image = checked_image(label="image", type="filepath", image_mode=None, elem_id="compare-input",
-                                 sources=["upload", "clipboard"], height=320)
+            image = checked_image(ctx.limits.image_pixels, label="image", type="filepath", image_mode=None,
+                                  elem_id="compare-input", sources=["upload", "clipboard"], height=320)
             run = gr.Button("Compare cycles", variant="primary", elem_id="compare-run")
             weights = gr.Dropdown([CURRENT_WEIGHTS], value=CURRENT_WEIGHTS, label="weights", allow_custom_value=True,
                                   info="the Model tab's weights, or type a weights folder / .pth / hf://org/repo")

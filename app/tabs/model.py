@@ -208,11 +208,12 @@ def described(ctx: AppContext, view: ModelView) -> dict[Any, Any]:
 def load_weights(ctx: AppContext, view: ModelView, typed: str | None, uploaded: str | None) -> dict[Any, Any]:
     """Make the typed or uploaded weights the current ones (the old ones stay when they fail to load)."""
     chosen = uploaded or normalise_spec(typed)
+    taken = ctx.take_upload(uploaded, "weights") if uploaded else None  # public mode: into the session's folder
     try:
-        ctx.use_weights(chosen or None)
+        ctx.use_weights(taken or chosen or None)
     except SDPoseError as exc:
-        if uploaded:  # the message names gradio's copy of the upload; say the name the user picked
-            raise gr.Error(name_upload(str(exc), uploaded)) from None
+        if uploaded:  # the message names the server's copy of the upload; say the name the user picked
+            raise gr.Error(name_upload(name_upload(str(exc), taken), uploaded)) from None
         raise
     shown = describe_weights(ctx)
     gr.Info(f"Loaded: {ctx.weights_info.description}")

@@ -192,7 +192,7 @@ def person_summary(ctx: AppContext, ann_path: str, position: float) -> dict[str,
         raise as_gradio_error(error) from None
     return {"position": index, "people": total, "ann_id": record.ann_id, "image_id": record.image_id,
             "oks": record.oks if record.prediction >= 0 else None, "flag": store.flag_of(record.ann_id),
-            "keypoints": keypoints, "review_file": str(store.path)}
+            "keypoints": keypoints, "review_file": store.path.name if ctx.public else str(store.path)}
 
 
 @dataclass
@@ -222,9 +222,9 @@ def _shown(view: ReviewView, ctx: AppContext, ann_path: str, position: float, jo
     return dict(zip(view.person, person_view(ctx, ann_path, position, joint_name, show_pred), strict=True))
 
 
-def open_sets(view: ReviewView, spec: str) -> dict[Any, Any]:
+def open_sets(ctx: AppContext, view: ReviewView, spec: str) -> dict[Any, Any]:
     """List the labelled sets of a folder or JSON file."""
-    chosen, note = open_samples(spec)
+    chosen, note = open_samples(ctx, spec)
     return {view.chosen: chosen, view.set_note: note}
 
 
@@ -362,7 +362,7 @@ def build_tab(ctx: AppContext) -> ReviewView:
     view = ReviewView(chosen, set_note, joint, picture, info, joints_table, position, transform, flag_note,
                       exported, export_note)
     current = [chosen, position, joint, show_pred]
-    open_button.click(bind(open_sets, view), [spec], [chosen, set_note], api_name="review_sets")
+    open_button.click(bind(open_sets, ctx, view), [spec], [chosen, set_note], api_name="review_sets")
     start.click(bind(begin, ctx, view), [chosen], [joint, *view.person], api_name="review_start")
     position.submit(bind(show, ctx, view), current, view.person, api_name="review_show")
     previous.click(bind(show_previous, ctx, view), current, view.person, api_name=False)

@@ -35,12 +35,16 @@ def as_gradio_error(error: Exception) -> gr.Error:
     return gr.Error(str(error) if isinstance(error, SDPoseError) else f"{type(error).__name__}: {error}")
 
 
-def set_choices(spec: str | None) -> tuple[list[tuple[str, str]], str]:
-    """(dropdown choices (label, annotation path), a Markdown note) for a folder, JSON or hf:// address."""
+def set_choices(spec: str | None, ctx: AppContext | None = None) -> tuple[list[tuple[str, str]], str]:
+    """(dropdown choices (label, annotation path), a Markdown note) for a folder, JSON or hf:// address; with a
+    public-mode `ctx` only inside what the operator allowed or this session uploaded."""
     if not spec or not str(spec).strip():
         return [], "No sample folder chosen: enter a folder or annotation JSON above (or start with --samples)."
     spec = str(spec).strip()
-    root = download_dataset(spec) if is_hub_address(spec) else Path(spec).expanduser()
+    if ctx is not None and ctx.public:
+        root = ctx.check_sample_path(spec)
+    else:
+        root = download_dataset(spec) if is_hub_address(spec) else Path(spec).expanduser()
     entries = find_sample_sets(root)
     note = f"{len(entries)} labelled set(s) under `{root}`" + (f" (from the Hub: {spec})" if root != Path(spec) else "")
     return [(entry.label, str(entry.ann_path)) for entry in entries], note
@@ -58,10 +62,10 @@ def initial_choices(samples: str | None) -> tuple[list[tuple[str, str]], str]:
         return [], f"⚠️ {error}"
 
 
-def open_samples(spec: str) -> tuple[Any, str]:
+def open_samples(ctx: AppContext, spec: str) -> tuple[Any, str]:
     """Samples / Review: (the set dropdown's update, a note) for a folder, JSON file or hf:// dataset."""
     try:
-        choices, note = set_choices(spec)
+        choices, note = set_choices(spec, ctx)
     except SDPoseError as error:
         gr.Warning(str(error))
         return gr.update(choices=[], value=None), f"⚠️ {error}"
@@ -72,14 +76,22 @@ def load_set(ctx: AppContext, ann_path: str) -> SampleSet:
     """The SampleSet of an annotation file (re-read when the file changes)."""
     if not ann_path:
         raise gr.Error("Pick a labelled set first (open a folder, then choose a set).")
-    path = Path(ann_path).expanduser()
     try:
+        path = ctx.check_sample_path(ann_path)  # public mode: only the allowed roots and this session's uploads
         stat = path.stat()
+    except SDPoseError as error:
+        raise as_gradio_error(error) from None
     except OSError:
         raise gr.Error(f"annotation file {path} does not exist; open the sample folder again") from None
     name = f"{path.parent.parent.name}/{path.parent.name}"
-    return ctx.sample_sets.get_or_compute(SetFileKey(str(path.resolve()), stat.st_mtime_ns, stat.st_size),
-                                          lambda: load_sample_set(path, name=name))
+    sample_set = ctx.sample_sets.get_or_compute(SetFileKey(str(path.resolve()), stat.st_mtime_ns, stat.st_size),
+                                                lambda: load_sample_set(path, name=name))
+    if ctx.policy is not None:  # a visitor's annotation file may name images anywhere: they must stay inside too
+        try:
+            ctx.policy.check_set_files([i.path for i in sample_set.images if i.path is not None], ctx.session_id())
+        except SDPoseError as error:
+            raise as_gradio_error(error) from None
+    return sample_set
 
 
 def describe(ctx: AppContext, ann_path: str | None) -> str:
@@ -108,6 +120,8 @@ def analysis_for(ctx: AppContext, ann_path: str, cycles: int, box_source: str, h
                  sample_size: int = DEFAULT_SAMPLE) -> tuple[SampleSet, SetAnalysis | None]:
     """The set (a seeded sample of `sample_size` images; 0 = all) and its analysis, computed (once) when
     `compute`, else only what the caches hold."""
+    if ctx.public:  # bounded work: "all" and larger samples become the limit's seeded sample
+        sample_size = min(int(sample_size) or ctx.limits.set_images, ctx.limits.set_images)
     sample_set = load_set(ctx, ann_path).sample(int(sample_size) or None)
     key = AnalysisKey(prediction_key(ctx, sample_set, cycles, box_source, flip), head_neck)
     cached = ctx.analyses.get(key)

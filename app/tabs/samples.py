@@ -186,9 +186,19 @@ def show_banner(ctx: AppContext, view: SamplesView) -> dict[Any, Any]:
     return {view.banner: banner_html(ctx)}
 
 
-def open_sets(view: SamplesView, spec: str) -> dict[Any, Any]:
+def open_sets(ctx: AppContext, view: SamplesView, spec: str) -> dict[Any, Any]:
     """List the labelled sets of a folder, JSON file or hf:// dataset."""
-    chosen, note = open_samples(spec)
+    chosen, note = open_samples(ctx, spec)
+    return {view.chosen: chosen, view.set_info: note}
+
+
+@user_errors
+def upload_set(ctx: AppContext, view: SamplesView, zipped: str | None) -> dict[Any, Any]:
+    """Unpack an uploaded zip (a COCO / CrowdPose annotation JSON with its images) and list its sets."""
+    if not zipped:
+        return {}
+    folder = ctx.unpack_set(zipped)
+    chosen, note = open_samples(ctx, folder)
     return {view.chosen: chosen, view.set_info: note}
 
 
@@ -254,6 +264,8 @@ def build_tab(ctx: AppContext) -> SamplesView:
         spec = gr.Textbox(value=ctx.samples or "", label="sample folder, annotation JSON or hf://datasets/org/name",
                           scale=3)
         open_button = gr.Button("Open", scale=0, min_width=90)
+        zipped = gr.File(label="or upload a labelled set (.zip: annotation JSON + images)", file_types=[".zip"],
+                         type="filepath", scale=2, height=90)
     choices, note = initial_choices(ctx.samples)
     chosen = gr.Dropdown(label="labelled set", choices=choices, value=choices[0][1] if choices else None,
                          allow_custom_value=True)
@@ -298,7 +310,8 @@ def build_tab(ctx: AppContext) -> SamplesView:
     controls = [*settings, cycle, sort, bucket, error_class, sample_size, page]
     detail = [*settings, image_ref, cycle, show_gt, show_pred, show_errors, brighten, sample_size]
     ctx.on_page_load(bind(show_banner, ctx, view), [banner])
-    open_button.click(bind(open_sets, view), [spec], [chosen, set_info], api_name="samples_open")
+    open_button.click(bind(open_sets, ctx, view), [spec], [chosen, set_info], api_name="samples_open")
+    zipped.upload(bind(upload_set, ctx, view), [zipped], [chosen, set_info], api_name="samples_upload")
     chosen.change(bind(describe_chosen, ctx, view), [chosen], [set_info], api_name=False)
     run.click(bind(run_analysis, ctx, view), controls, view.results, api_name="samples_analyze").then(
         bind(first_image, view), [image_ids], [image_ref], api_name=False)

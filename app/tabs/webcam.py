@@ -86,6 +86,7 @@ def annotate_video(ctx: AppContext, view: WebcamView, video: str | None, mode: s
 
     if not video:
         raise gr.Error("Upload a video first (mp4, mov, avi, mkv, webm).")
+    video = ctx.take_upload(video, "video")  # public mode: size and length limits
     info = video_info(video)
     settings = _settings(mode, cycles, smoothing, detect_every, threshold, max_side)
     session = LiveSession(settings)

@@ -10,6 +10,7 @@ from typing import Any
 
 from sdpose_core.cli.common import format_table, parse_override
 from sdpose_core.errors import ConfigError
+from sdpose_core.inference.baseline_factory import BASELINES, build_baseline
 
 
 def add_evaluate_commands(sub: argparse._SubParsersAction) -> None:
@@ -21,8 +22,10 @@ def add_evaluate_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--model", help="variant; omit when --weights is a folder / hub repo with config.json")
     p.add_argument("--weights",
                    help="our weights folder, a run's last.pt, an official .pth, or hf://org/repo[/subdir]")
-    p.add_argument("--baseline", choices=("mediapipe",),
-                   help="score a baseline instead of --weights: mediapipe = BlazePose on the same person crops")
+    p.add_argument("--baseline", choices=tuple(BASELINES),
+                   help="score a baseline instead of --weights, on the same person crops: "
+                        + "; ".join(f"{name} = {what}" for name, what in BASELINES.items())
+                        + " (--flip: PP-TinyPose's flip test)")
     p.add_argument("--ann", required=True, help="keypoint annotation JSON")
     p.add_argument("--images", required=True, help="image folder")
     p.add_argument("--boxes", default="gt", help="'gt' or a COCO-results detections JSON (default gt)")
@@ -55,7 +58,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if args.baseline:
         return cmd_evaluate_baseline(args)
     if not args.weights:
-        raise ConfigError("evaluate needs --weights (a model to score) or --baseline mediapipe")
+        raise ConfigError(f"evaluate needs --weights (a model to score) or --baseline ({', '.join(BASELINES)})")
     from sdpose_core.evaluation.evaluate import run_evaluation
 
     report = run_evaluation(
@@ -88,21 +91,21 @@ def _report_evaluation(args: argparse.Namespace, report: dict[str, Any], what: s
 
 def cmd_evaluate_baseline(args: argparse.Namespace) -> int:
     from sdpose_core.evaluation.evaluate import run_baseline_evaluation
-    from sdpose_core.inference.baselines import build_baseline
 
     ignored = [flag for flag, given in (("--weights", args.weights), ("--model", args.model),
-                                        ("--cycles", args.cycles), ("--flip", args.flip),
-                                        ("--override", args.model_overrides)) if given]
+                                        ("--cycles", args.cycles), ("--override", args.model_overrides)) if given]
     if ignored:
         raise ConfigError(f"--baseline {args.baseline} takes no {', '.join(ignored)} (those are for our models)")
-    with build_baseline(args.baseline) as pose:
+    with build_baseline(args.baseline, flip=args.flip) as pose:
         report = run_baseline_evaluation(
             pose, ann=args.ann, images=args.images, boxes=args.boxes,
             det_score_threshold=args.det_score_threshold, dataset=args.dataset, save_preds=args.save_preds,
             progress=sys.stderr.isatty(),
         )
     rows = [{"model": name, **m} for name, m in report["metrics"].items()]
-    return _report_evaluation(args, report, f"baseline {args.baseline} (pose found for {report['poses_found']})", rows)
+    flip = "flip test" if args.flip else "no flip"
+    return _report_evaluation(args, report, f"baseline {args.baseline} ({flip}; pose found for {report['poses_found']})",
+                              rows)
 
 
 def cmd_eval_preds(args: argparse.Namespace) -> int:

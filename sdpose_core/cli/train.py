@@ -110,6 +110,14 @@ def add_target_options(p: argparse.ArgumentParser) -> None:
                    help="teacher share of a labelled joint's target, 0..1 (default 0.5; 1 = replace the Gaussian)")
     p.add_argument("--teacher-min-confidence", type=float,
                    help="teacher peak from which its map is used; unlabelled joints then train too (default 0.5)")
+    p.add_argument("--attention-hint", dest="attention_hint_weight", type=float, metavar="W",
+                   help="weight of a cross-entropy pulling each keypoint token's attention (first block, cycle 1) "
+                        "to the patches around its joint; decays to 0 over --attention-hint-fraction (default off)")
+    p.add_argument("--single-cycle-fraction", type=float, metavar="F",
+                   help="train cycle 1 alone for the first F of the steps (cheaper), then every cycle with the "
+                        "self-distillation terms (default 0: every cycle from the start)")
+    p.add_argument("--attention-hint-fraction", type=float,
+                   help="share of the run's steps over which the hint fades to 0 (default 0.5)")
 
 
 def cmd_train(args: argparse.Namespace) -> int:

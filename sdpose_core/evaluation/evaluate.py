@@ -154,7 +154,7 @@ def run_baseline_evaluation(
     save_preds: str | None = None,
     progress: bool = False,
 ) -> dict[str, Any]:
-    """Score a baseline pose model (built by the caller, e.g. `inference.baselines.build_baseline`) like
+    """Score a baseline pose model (built by the caller, e.g. `inference.baseline_factory.build_baseline`) like
     `run_evaluation` scores ours.
 
     The people are the same samples our models get (GT boxes or detections, same filtering); the baseline

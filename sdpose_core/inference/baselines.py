@@ -29,7 +29,6 @@ from sdpose_core.errors import ConfigError, DataError
 from sdpose_core.keypoints import COCO17
 from sdpose_core.media.images import to_rgb_uint8
 
-BASELINES = ("mediapipe",)  # what `sdpose evaluate --baseline` scores
 # The crop our models see is the aspect-fixed box x 1.25 (mmpose padding); MediaPipePose adds `padding`
 # of the box on EACH side, so 0.125 hands BlazePose exactly that crop.
 MODEL_CROP_PADDING = 0.125
@@ -154,10 +153,3 @@ class MediaPipePose:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-
-def build_baseline(name: str) -> MediaPipePose:
-    """The baseline `name` (one of BASELINES) on the crop our models see, as `sdpose evaluate --baseline` scores
-    it; a context manager, so `with build_baseline("mediapipe") as pose: ...` frees it afterwards."""
-    if name not in BASELINES:
-        raise ConfigError(f"unknown baseline {name!r}; available: {', '.join(BASELINES)}")
-    return MediaPipePose(padding=MODEL_CROP_PADDING)

@@ -165,6 +165,15 @@ class TinyPoseTeacher:
 
     __call__ = predict
 
+    def close(self) -> None:
+        """Nothing to free beyond the ncnn net, which goes with the object; here so every baseline closes alike."""
+
+    def __enter__(self) -> TinyPoseTeacher:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
     def describe(self) -> dict[str, Any]:
         """What runs, for evaluation reports and the provenance of pseudo-labels."""
         height, width = self.model.input_size

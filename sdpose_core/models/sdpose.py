@@ -70,6 +70,7 @@ class SDPose(nn.Module):
             config.image_size[0] // STEM_STRIDE // config.patch_size[0],
             config.image_size[1] // STEM_STRIDE // config.patch_size[1],
         )
+        self.patch_grid = grid  # (rows, cols) of visual tokens, row-major
         self.num_patches = grid[0] * grid[1]
         self.patch_embed = PatchEmbed(self.stem.out_channels, config.patch_size, config.dim)
         self.register_buffer("pos_embedding", sine_position_embedding(grid, config.dim), persistent=True)
@@ -78,6 +79,10 @@ class SDPose(nn.Module):
             TransformerBlock(config.dim, config.heads, config.mlp_ratio) for _ in range(config.depth)
         )
         self.heatmap_head = HeatmapHead(config.dim, config.heatmap_size)
+        # training signal only (sdpose_core.train.attention_hint): with capture on, a training forward keeps the
+        # keypoint tokens' attention in the first block of cycle 1 here, inside forward so DDP sees it
+        self.capture_entry_attention = False
+        self.entry_attention: torch.Tensor | None = None
         self.init_weights()
 
     # ------------------------------------------------------------------ init
@@ -98,6 +103,13 @@ class SDPose(nn.Module):
                 nn.init.zeros_(m.bias)
 
     # ----------------------------------------------------------- attention
+    def keypoint_attention(self, tokens: torch.Tensor, block_index: int = 0) -> torch.Tensor:
+        """Softmax attention rows of the keypoint tokens (B, heads, K, N) in block `block_index`, given the
+        tokens entering that block: the same weights the block's fused attention uses."""
+        block = self.blocks[block_index]
+        q, k, _ = block.attn._split_heads(block.norm1(tokens))
+        return block.attn.attention_weights_from(q[:, :, : self.config.num_keypoints], k)
+
     @property
     def fused_attention(self) -> bool:
         return all(block.attn.fused for block in self.blocks)
@@ -162,6 +174,8 @@ class SDPose(nn.Module):
         """Yield each cycle's output lazily; stopping early skips the remaining cycles' compute."""
         cycles = check_cycles(cycles, self.config.cycles)
         tokens = self.embed(images)
+        if self.capture_entry_attention and self.training:
+            self.entry_attention = self.keypoint_attention(tokens)
         padded_pos = self._keypoint_padded_pos()
         for _ in range(cycles):
             tokens = self.run_cycle(tokens, padded_pos)

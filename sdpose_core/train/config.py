@@ -67,6 +67,10 @@ class TrainConfig:
     teacher_targets: str | None = None  # "pp-tinypose-128x96" / "pp-tinypose-256x192": teacher heatmaps mixed in
     teacher_target_weight: float = 0.5  # share of the teacher in a labelled joint's target (1 = replace)
     teacher_min_confidence: float = 0.5  # teacher peak from which it counts (unlabelled joints then get weight 1)
+    attention_hint_weight: float = 0.0  # > 0: keypoint-token attention pulled to its joint's patch (attention_hint)
+    attention_hint_fraction: float = 0.5  # the hint's weight decays linearly to 0 over this share of the steps
+    attention_hint_sigma: float = 0.5  # width of the hint's soft patch target, in patches
+    single_cycle_fraction: float = 0.0  # the first share of the steps trains cycle 1 only (no distillation yet)
     val_flip: bool = False
     val_batch_size: int = 32
     val_every: int = 1
@@ -106,6 +110,8 @@ class TrainConfig:
         if self.train_repeat < 1:
             raise ConfigError(f"train_repeat must be >= 1, got {self.train_repeat}")
         check_best_metric(self.best_metric)
+        if not 0 <= self.single_cycle_fraction < 1:
+            raise ConfigError(f"single_cycle_fraction must lie in [0, 1), got {self.single_cycle_fraction}")
         if self.keep_last_epochs < 0:
             raise ConfigError(f"keep_last_epochs must be >= 0 (0 keeps none), got {self.keep_last_epochs}")
         from sdpose_core.data.mixed import TrainSet
@@ -129,6 +135,7 @@ class TrainConfig:
 
     def _validate_targets(self) -> None:
         from sdpose_core.losses import make_heatmap_loss
+        from sdpose_core.train.attention_hint import AttentionHint
         from sdpose_core.train.targets import SigmaSchedule
         from sdpose_core.train.teacher_targets import check_teacher_name
 
@@ -142,6 +149,7 @@ class TrainConfig:
             SigmaSchedule(self.sigma_start, self.sigma, self.sigma_anneal_fraction)
         if self.teacher_targets is not None:
             check_teacher_name(self.teacher_targets)
+        AttentionHint(self.attention_hint_weight, self.attention_hint_fraction, self.attention_hint_sigma)
         if not 0 <= self.teacher_target_weight <= 1:
             raise ConfigError(f"teacher_target_weight must lie in [0, 1], got {self.teacher_target_weight}")
         if not 0 <= self.teacher_min_confidence < float("inf"):

@@ -29,6 +29,7 @@ from sdpose_core.data.mixed import build_mixed_dataset
 from sdpose_core.errors import ConfigError
 from sdpose_core.losses import SDPoseLoss, make_heatmap_loss
 from sdpose_core.models import build_model
+from sdpose_core.train.attention_hint import AttentionHint, attention_hint_loss
 from sdpose_core.train.config import TrainConfig
 from sdpose_core.train.distributed import (
     DistContext,
@@ -105,6 +106,9 @@ class Trainer:
         self.batch_targets = BatchTargets.from_config(config, **sizes)  # None: the dataset's official targets
         model = build_model(config.model, num_keypoints=self.layout.num_keypoints, **self.model_overrides)
         self.model_config = model.config
+        self.attention_hint = (AttentionHint(config.attention_hint_weight, config.attention_hint_fraction,
+                                             config.attention_hint_sigma) if config.attention_hint_weight > 0 else None)
+        model.capture_entry_attention = self.attention_hint is not None
         if config.init_weights and self.resume_state is None:
             load_init_weights(model, config.init_weights)
         model.to(self.device)
@@ -232,17 +236,19 @@ class Trainer:
     def train_step(self, batch: dict[str, Any]) -> dict[str, float]:
         images = batch["image"].to(self.device, non_blocking=True)
         target, target_weight, target_logged = batch["target"], batch["target_weight"], {}
+        total = min(self.plan.total_steps, self.config.max_steps or self.plan.total_steps)
         if self.batch_targets is not None:  # sigma schedule / teacher targets, built here from batch["joints"]
-            total = min(self.plan.total_steps, self.config.max_steps or self.plan.total_steps)
             target, target_weight, target_logged = self.batch_targets(batch, self.global_step, total)
         target = target.to(self.device, non_blocking=True)
         target_weight = target_weight.to(self.device, non_blocking=True)
         self.schedule.apply(self.epoch, self.global_step)
         with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp_enabled):
-            outputs = self.ddp_model(images)
+            outputs = self.ddp_model(images, cycles=self._cycles_at(total))
         # the loss in float32: token MSEs are ~1e-6-weighted and lose precision in half types
         outputs = [type(o)(o.heatmaps.float(), o.keypoint_tokens.float(), o.visual_tokens.float()) for o in outputs]
         losses = self.loss_fn(outputs, target, target_weight)
+        if self.attention_hint is not None:
+            losses = self._add_attention_hint(losses, batch["joints"], total)
         names = list(losses)
         values = torch.stack([losses[name].detach().float() for name in names]).tolist()  # one device sync
         logged = dict(zip(names, values, strict=True), **target_logged)
@@ -257,6 +263,21 @@ class Trainer:
         self.scaler.step(self.optimizer)
         self.scaler.update()
         return logged
+
+    def _cycles_at(self, total_steps: int) -> int | None:
+        """1 during the single-cycle phase (cycle 1 alone costs ~1/2 of three: the plateau passes sooner), then
+        None: every training cycle with the self-distillation terms."""
+        if self.config.single_cycle_fraction > 0 and self.global_step < self.config.single_cycle_fraction * total_steps:
+            return 1
+        return None
+
+    def _add_attention_hint(self, losses: dict[str, torch.Tensor], joints: torch.Tensor,
+                            total_steps: int) -> dict[str, torch.Tensor]:
+        attention, self.model.entry_attention = self.model.entry_attention, None
+        weight = self.attention_hint.weight_at(self.global_step, total_steps)
+        hint = weight * attention_hint_loss(attention, joints, self.model_config.image_size, self.model.patch_grid,
+                                            self.attention_hint.sigma)
+        return {**losses, "loss": losses["loss"] + hint, "attention_hint_loss": hint}
 
     def run(self) -> TrainResult:
         config = self.config

@@ -111,3 +111,36 @@ def test_teacher_scores_0_511_on_lsp_extended_val(tinypose_folder: Path, shared_
     report = run_baseline_evaluation(teacher, str(val), str(lsp_dir / "images"), dataset="coco")
     assert report["num_instances"] == 1000 and report["poses_found"] == 1000
     assert report["metrics"]["pp-tinypose"]["AP"] == pytest.approx(0.511, abs=0.02)
+
+
+@pytest.mark.parametrize(("baseline", "split", "flip", "readme_ap"), [
+    ("pp-tinypose", "coco_mini_train", True, 0.582),
+    ("pp-tinypose", "coco_mini_train", False, 0.551),
+    ("pp-tinypose-128x96", "coco_mini_train", True, 0.442),
+])
+def test_evaluate_baseline_reproduces_the_readme(tinypose_folder: Path, shared_data: Path, tmp_path: Path,
+                                                 capsys: pytest.CaptureFixture, baseline: str, split: str,
+                                                 flip: bool, readme_ap: float) -> None:
+    """`sdpose evaluate --baseline pp-tinypose [--flip]` scores the teacher like our models (GT boxes, mmpose
+    rescoring) and lands on its README's DARK figures for coco_mini_train (86 people; within 0.02). On the 12
+    people of mmpose_coco mmpose's rescoring reorders a few of them against the README's mean-peak score, which
+    moves AP by more than that; test_reproduces_the_ap_its_readme_measured checks that set with its scoring."""
+    from sdpose_core.cli.main import main
+
+    folder = shared_data / "coco" / split
+    out = tmp_path / "metrics.json"
+    code = main(["evaluate", "--baseline", baseline, *(["--flip"] if flip else []), "--ann",
+                 str(folder / "person_keypoints.json"), "--images", str(folder / "images"), "--out", str(out)])
+    assert code == 0
+    assert ("flip test" if flip else "no flip") in capsys.readouterr().out
+    report = json.loads(out.read_text())
+    assert report["metrics"]["pp-tinypose"]["AP"] == pytest.approx(readme_ap, abs=0.02)
+
+
+def test_baseline_factory_names_what_it_cannot_do() -> None:
+    from sdpose_core.inference.baseline_factory import build_baseline
+
+    with pytest.raises(ConfigError, match="has no flip test"):
+        build_baseline("mediapipe", flip=True)
+    with pytest.raises(ConfigError, match="available: mediapipe, pp-tinypose"):
+        build_baseline("hrnet")

@@ -2,10 +2,9 @@
 
 Model: the real SDPose-T (StemNet, dim 192, depth 6, 8 heads, 3 cycles, SDPose loss over all cycles)
 with a smaller input, 128x96 (heatmaps 32x24, 8x8 patches of 4x3), so that 400 full-batch steps fit in
-about 2-3 minutes on a 2-core CPU. It runs on ONE torch thread: that is ~1.6x slower than two threads on
-an idle machine (~0.33 vs ~0.19 s per step) but 3x faster when other processes compete for the cores,
-where an OpenMP thread team degrades badly. Seen: AP 1.0 on every cycle for seeds 0 and 1 (300 steps
-were not enough: AP 0.86). Data: the 4 single-person images of coco/coco_mini_train with the most
+about a minute and a half on a 2-core CPU. It runs on torch's default threads (all cores): the suite runs one
+test at a time, and two threads take ~0.19 s per step against ~0.33 s on one. Seen: AP 1.0 on every
+cycle for seeds 0 and 1 (300 steps were not enough: AP 0.86). Data: the 4 single-person images of coco/coco_mini_train with the most
 labelled joints (GT boxes, no augmentation). Scoring goes through `sdpose evaluate`'s code path
 (`run_evaluation`: weights folder -> dataset -> one multi-cycle forward -> DARK decoding -> COCOeval),
 on the same images and people.
@@ -27,7 +26,6 @@ IMAGE_IDS = (535506, 84533, 234748, 30752)
 
 
 @pytest.mark.slow
-@pytest.mark.usefixtures("one_torch_thread")
 def test_sdpose_t_overfits_four_people(shared_data: Path, tmp_path: Path) -> None:
     source = shared_data / "coco" / "coco_mini_train"
     data = json.loads((source / "person_keypoints.json").read_text())
