@@ -264,3 +264,45 @@ def _bomb(path: Path) -> Path:
     with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as archive:
         archive.writestr("set/zeros.bin", b"\0" * 50_000_000)
     return path
+
+
+# ---------------------------------------------------------------------------------------------- start-up
+def test_spaces_turns_public_mode_on_and_flags_set_the_limits(monkeypatch: pytest.MonkeyPatch,
+                                                               tmp_path: Path) -> None:
+    from app.main import parse_args, public_policy
+
+    monkeypatch.delenv("SPACE_ID", raising=False)
+    assert public_policy(parse_args([])) is None  # local by default
+    monkeypatch.setenv("SPACE_ID", "someone/sdpose-studio")
+    policy = public_policy(parse_args(["--state-dir", str(tmp_path), "--max-upload-mb", "3", "--max-video-s", "9",
+                                       "--hub-allow", "org/weights"]))
+    assert policy is not None and policy.limits.upload_mb == 3 and policy.limits.video_seconds == 9
+    assert policy.hub_allow == ["org/weights"] and policy.sessions.root == (tmp_path / "sessions").resolve()
+    assert public_policy(parse_args(["--local"])) is None  # a private Space
+    monkeypatch.delenv("SPACE_ID")
+    assert public_policy(parse_args(["--public", "--state-dir", str(tmp_path)])) is not None
+
+
+def test_a_flood_gets_busy_not_unbounded_memory(world: dict[str, Path]) -> None:
+    """With the queue full, a request is answered at once with gradio's "queue is full" instead of waiting."""
+    from app.context import AppContext
+    from sdpose_core.hosting.limits import Limits
+    from sdpose_core.hosting.policy import PublicPolicy
+
+    policy = PublicPolicy.create(world["state"], sample_roots=[world["allowed"]], limits=Limits(queue_size=1))
+    demo, url = _launch(AppContext(weights=str(world["weights"]), samples=str(world["allowed"]), num_threads=1,
+                                   policy=policy))
+    try:
+        ann = str(world["allowed"] / "coco_copy" / "person_keypoints.json")
+        clients = [_client(url) for _ in range(6)]
+        jobs = [c.submit(ann, 3, "gt", "drop", True, 1, "worst OKS", "all", "any", 0, 1, api_name="/samples_analyze")
+                for c in clients]
+        errors = []
+        for job in jobs:
+            try:
+                job.result(timeout=300)
+            except Exception as exc:  # noqa: BLE001 - the refusal is what this test looks for
+                errors.append(str(exc))
+        assert any("queue is full" in e.lower() for e in errors), errors
+    finally:
+        demo.close()
