@@ -57,6 +57,11 @@ CANDIDATES: dict[str, dict[str, Any]] = {
     # keypoint-token attention (block 1, cycle 1) pulled to its joint's patch, fading out over the run
     "attn-hint": {"attention_hint_weight": 0.01, "attention_hint_fraction": 1.0},
     "attn-hint0.1": {"attention_hint_weight": 0.1, "attention_hint_fraction": 1.0},
+    "single-cycle": {"single_cycle_fraction": 0.5},  # cycle 1 alone for the first half (1.76x samples/s here)
+    # visual tokens regress PP-TinyPose's last features (the teacher runs in the workers; its heatmaps unused)
+    "feature-hint": {"teacher_targets": "pp-tinypose-128x96", "teacher_target_weight": 0.0,
+                     "teacher_feature_weight": 0.1},
+    "hint+single": {"attention_hint_weight": 0.01, "attention_hint_fraction": 0.5, "single_cycle_fraction": 0.5},
 }
 COLUMNS = ("candidate", "changes", "samples", "steps", "train_loss", "OKS_c1", "OKS_cN", "AP_c1", "AP_cN",
            "samples_per_s")

@@ -110,6 +110,9 @@ def add_target_options(p: argparse.ArgumentParser) -> None:
                    help="teacher share of a labelled joint's target, 0..1 (default 0.5; 1 = replace the Gaussian)")
     p.add_argument("--teacher-min-confidence", type=float,
                    help="teacher peak from which its map is used; unlabelled joints then train too (default 0.5)")
+    p.add_argument("--teacher-features", dest="teacher_feature_weight", type=float, metavar="W",
+                   help="weight of an MSE from the visual tokens (cycle 1, through a learned projection) to the "
+                        "--teacher-targets teacher's last feature map (default off)")
     p.add_argument("--attention-hint", dest="attention_hint_weight", type=float, metavar="W",
                    help="weight of a cross-entropy pulling each keypoint token's attention (first block, cycle 1) "
                         "to the patches around its joint; decays to 0 over --attention-hint-fraction (default off)")

@@ -93,21 +93,35 @@ class TinyPose:
 
     def heatmaps(self, crops: np.ndarray) -> np.ndarray:
         """(N, 17, H/4, W/4) heatmaps of float32 crops (N, 3, H, W), RGB, ImageNet-normalised."""
+        return self.extract(crops, [OUTPUT_BLOB])[0]
+
+    def extract(self, crops: np.ndarray, blobs: Sequence[str]) -> list[np.ndarray]:
+        """The named blobs of one forward per crop, each stacked to (N, C, h, w): the heatmaps (OUTPUT_BLOB) and,
+        for feature hints, any intermediate blob of the .param file (e.g. "relu_143.tmp_0", the last features)."""
         crops = np.asarray(crops, dtype=np.float32)
         if crops.ndim == 3:
             crops = crops[None]
         if crops.ndim != 4 or crops.shape[1:] != (3, *self.input_size):
             raise DataError(f"PP-TinyPose {self.input_size[0]}x{self.input_size[1]} takes crops of shape "
                             f"(N, 3, {self.input_size[0]}, {self.input_size[1]}), got {crops.shape}")
-        out = np.empty((len(crops), NUM_KEYPOINTS, *self.heatmap_size), dtype=np.float32)
-        for index, crop in enumerate(crops):
+        if len(crops) == 0 and list(blobs) == [OUTPUT_BLOB]:
+            return [np.empty((0, NUM_KEYPOINTS, *self.heatmap_size), dtype=np.float32)]
+        out: list[list[np.ndarray]] = [[] for _ in blobs]
+        for crop in crops:
             extractor = self.net.create_extractor()
+            if len(blobs) > 1:  # light mode frees intermediate blobs once the next layer has run
+                extractor.set_light_mode(False)
             extractor.input(INPUT_BLOB, self._ncnn.Mat(np.ascontiguousarray(crop)))
-            status, result = extractor.extract(OUTPUT_BLOB)
-            if status != 0:
-                raise DataError(f"ncnn failed on PP-TinyPose {self.param_path.name} (status {status})")
-            out[index] = np.array(result).reshape(NUM_KEYPOINTS, *self.heatmap_size)
-        return out
+            for index, blob in enumerate(blobs):
+                status, result = extractor.extract(blob)
+                if status != 0:
+                    raise DataError(f"ncnn failed on PP-TinyPose {self.param_path.name}, blob {blob!r} "
+                                    f"(status {status})")
+                out[index].append(np.array(result))
+        stacked = [np.stack(arrays).astype(np.float32, copy=False) for arrays in out]
+        if stacked and blobs[0] == OUTPUT_BLOB:
+            stacked[0] = stacked[0].reshape(len(crops), NUM_KEYPOINTS, *self.heatmap_size)
+        return stacked
 
     def predict(self, image_rgb: np.ndarray, boxes: Any, flip: bool = False, decode: str = "dark") -> np.ndarray:
         """(N, 17, 3) keypoints (image pixels, heatmap-peak score) of the people in `boxes` ([N, 4] x, y, w, h

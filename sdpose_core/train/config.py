@@ -67,6 +67,7 @@ class TrainConfig:
     teacher_targets: str | None = None  # "pp-tinypose-128x96" / "pp-tinypose-256x192": teacher heatmaps mixed in
     teacher_target_weight: float = 0.5  # share of the teacher in a labelled joint's target (1 = replace)
     teacher_min_confidence: float = 0.5  # teacher peak from which it counts (unlabelled joints then get weight 1)
+    teacher_feature_weight: float = 0.0  # > 0: visual tokens regress the teacher's last features (feature_hint)
     attention_hint_weight: float = 0.0  # > 0: keypoint-token attention pulled to its joint's patch (attention_hint)
     attention_hint_fraction: float = 0.5  # the hint's weight decays linearly to 0 over this share of the steps
     attention_hint_sigma: float = 0.5  # width of the hint's soft patch target, in patches
@@ -150,6 +151,11 @@ class TrainConfig:
         if self.teacher_targets is not None:
             check_teacher_name(self.teacher_targets)
         AttentionHint(self.attention_hint_weight, self.attention_hint_fraction, self.attention_hint_sigma)
+        if self.teacher_feature_weight < 0:
+            raise ConfigError(f"teacher_feature_weight must be >= 0, got {self.teacher_feature_weight}")
+        if self.teacher_feature_weight > 0 and self.teacher_targets is None:
+            raise ConfigError("--teacher-features needs --teacher-targets NAME: the teacher whose features are hints "
+                              "(--teacher-target-weight 0 keeps the Gaussian targets of labelled joints)")
         if not 0 <= self.teacher_target_weight <= 1:
             raise ConfigError(f"teacher_target_weight must lie in [0, 1], got {self.teacher_target_weight}")
         if not 0 <= self.teacher_min_confidence < float("inf"):

@@ -28,7 +28,9 @@ import torch
 from sdpose_core.data.dataset import normalize_crop
 from sdpose_core.data.transforms import get_affine_matrix, invert_affine, warp_crop
 from sdpose_core.errors import ConfigError
+from sdpose_core.inference.tinypose import OUTPUT_BLOB
 from sdpose_core.keypoints import CROWDPOSE_FROM_COCO, KeypointLayout
+from sdpose_core.train.feature_hint import FEATURE_BLOB
 
 TEACHER_TARGETS: dict[str, tuple[int, int]] = {"pp-tinypose-128x96": (128, 96), "pp-tinypose-256x192": (256, 192)}
 
@@ -70,6 +72,14 @@ def heatmap_grid_affine(
     return chain[:2]
 
 
+def _warp_maps(maps: np.ndarray, grid: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """(C, h, w) maps warped by the 2x3 `grid` onto (C, *size), bilinear, 0 outside (cv2 takes C <= 512)."""
+    height, width = size
+    moved = cv2.warpAffine(np.ascontiguousarray(maps.transpose(1, 2, 0)), grid, (width, height),
+                           flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+    return moved.reshape(height, width, -1).transpose(2, 0, 1).astype(np.float32, copy=False)
+
+
 class TeacherTargets:
     """The `extra_targets` hook of `TopDownDataset` (see the module docstring).
 
@@ -79,7 +89,7 @@ class TeacherTargets:
     """
 
     def __init__(self, name: str, layout: KeypointLayout, image_size: Sequence[int], heatmap_size: Sequence[int],
-                 folder: str | None = None) -> None:
+                 folder: str | None = None, features: bool = False) -> None:
         from sdpose_core.inference import tinypose
 
         self.name = name
@@ -91,6 +101,7 @@ class TeacherTargets:
                               "package, which is not installed: pip install ncnn") from None
         tinypose.model_files(self.teacher_size, folder)  # DataError naming the missing files
         self.folder = folder
+        self.features = bool(features)  # also "teacher_features": the last feature map (train.feature_hint)
         self.joint_index = teacher_joint_index(layout)
         self.image_size = (int(image_size[0]), int(image_size[1]))
         self.heatmap_size = (int(heatmap_size[0]), int(heatmap_size[1]))
@@ -114,14 +125,14 @@ class TeacherTargets:
         teacher = self.model()
         teacher_matrix = get_affine_matrix(center, scale, rotation, self.teacher_size, flip_width)
         crop = normalize_crop(warp_crop(image_bgr, teacher_matrix, self.teacher_size)).numpy()
-        raw = teacher.heatmaps(crop[None])[0]  # (17, h, w)
+        blobs = [OUTPUT_BLOB, FEATURE_BLOB] if self.features else [OUTPUT_BLOB]
+        extracted = [b[0] for b in teacher.extract(crop[None], blobs)]
+        raw = extracted[0]  # (17, h, w)
         student_matrix = get_affine_matrix(center, scale, rotation, self.image_size, flip_width)
         grid = heatmap_grid_affine(self.teacher_size, teacher.heatmap_size, teacher_matrix,
                                    self.image_size, self.heatmap_size, student_matrix)
         heat_h, heat_w = self.heatmap_size
-        moved = cv2.warpAffine(np.ascontiguousarray(raw.transpose(1, 2, 0)), grid, (heat_w, heat_h),
-                               flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
-        moved = np.maximum(moved.reshape(heat_h, heat_w, -1).transpose(2, 0, 1), 0.0)
+        moved = np.maximum(_warp_maps(raw, grid, (heat_h, heat_w)), 0.0)
         peak_here = moved.reshape(len(moved), -1).max(axis=1)
         normalised = moved / np.where(peak_here > 0, peak_here, 1.0)[:, None, None]
         confidence = raw.reshape(len(raw), -1).max(axis=1)
@@ -131,7 +142,10 @@ class TeacherTargets:
         maps[has] = normalised[self.joint_index[has]]
         # a joint whose peak lies outside the student's crop (other aspect) is not a target here
         scores[has] = np.where(peak_here[self.joint_index[has]] > 0, confidence[self.joint_index[has]], 0.0)
-        return {"teacher_heatmaps": torch.from_numpy(maps), "teacher_confidence": torch.from_numpy(scores)}
+        out = {"teacher_heatmaps": torch.from_numpy(maps), "teacher_confidence": torch.from_numpy(scores)}
+        if self.features:  # the teacher's features on the student's stride-4 grid (heatmap grid = stem grid)
+            out["teacher_features"] = torch.from_numpy(_warp_maps(extracted[1], grid, (heat_h, heat_w)))
+        return out
 
     def __repr__(self) -> str:
         return f"TeacherTargets({self.name}, student heatmaps {self.heatmap_size[0]}x{self.heatmap_size[1]})"
@@ -154,7 +168,8 @@ def blend_teacher_targets(
     return blended, weight
 
 
-def attach_teacher_targets(train_set: Any, name: str, image_size: Sequence[int], heatmap_size: Sequence[int]) -> None:
+def attach_teacher_targets(train_set: Any, name: str, image_size: Sequence[int], heatmap_size: Sequence[int],
+                           features: bool = False) -> None:
     """Give a TopDownDataset (or every part of a MixedDataset) the teacher hook for its layout."""
     for part in getattr(train_set, "parts", [train_set]):
-        part.extra_targets = TeacherTargets(name, part.layout, image_size, heatmap_size)
+        part.extra_targets = TeacherTargets(name, part.layout, image_size, heatmap_size, features=features)

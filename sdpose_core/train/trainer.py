@@ -29,7 +29,6 @@ from sdpose_core.data.mixed import build_mixed_dataset
 from sdpose_core.errors import ConfigError
 from sdpose_core.losses import SDPoseLoss, make_heatmap_loss
 from sdpose_core.models import build_model
-from sdpose_core.train.attention_hint import AttentionHint, attention_hint_loss
 from sdpose_core.train.config import TrainConfig
 from sdpose_core.train.distributed import (
     DistContext,
@@ -58,6 +57,7 @@ from sdpose_core.train.state import (
     seed_everything,
 )
 from sdpose_core.train.targets import BatchTargets
+from sdpose_core.train.training_aids import TrainingAids
 from sdpose_core.train.validate import validate
 from sdpose_core.train.weights_folders import save_epoch_snapshot, save_weights_folder
 
@@ -102,13 +102,11 @@ class Trainer:
         if config.teacher_targets:  # dense soft targets: the teacher runs on each augmented crop, in the workers
             from sdpose_core.train.teacher_targets import attach_teacher_targets
 
-            attach_teacher_targets(self.train_set, config.teacher_targets, **sizes)
+            attach_teacher_targets(self.train_set, config.teacher_targets, **sizes,
+                                   features=config.teacher_feature_weight > 0)
         self.batch_targets = BatchTargets.from_config(config, **sizes)  # None: the dataset's official targets
         model = build_model(config.model, num_keypoints=self.layout.num_keypoints, **self.model_overrides)
         self.model_config = model.config
-        self.attention_hint = (AttentionHint(config.attention_hint_weight, config.attention_hint_fraction,
-                                             config.attention_hint_sigma) if config.attention_hint_weight > 0 else None)
-        model.capture_entry_attention = self.attention_hint is not None
         if config.init_weights and self.resume_state is None:
             load_init_weights(model, config.init_weights)
         model.to(self.device)
@@ -119,7 +117,8 @@ class Trainer:
             DistributedDataParallel(model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
             if ctx.is_distributed else model
         )
-        trainable = [p for p in model.parameters() if p.requires_grad]
+        self.aids = TrainingAids(config, model, self.device)  # opt-in hints / single-cycle phase (issue 16)
+        trainable = [p for p in model.parameters() if p.requires_grad] + self.aids.parameters()
         self.optimizer = torch.optim.Adam(trainable, lr=config.lr, weight_decay=config.weight_decay)
         self.loss_fn = SDPoseLoss(
             keypoint_token_weight=config.keypoint_token_weight, visual_token_weight=config.visual_token_weight,
@@ -169,6 +168,7 @@ class Trainer:
     def _state(self) -> dict[str, Any]:
         return {
             "model": {k: v.detach().cpu() for k, v in self.model.state_dict().items()},
+            **self.aids.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.schedule.state_dict(),
             "scaler": self.scaler.state_dict(),
@@ -193,6 +193,7 @@ class Trainer:
                 f"builds {self.model_config.to_dict()}; resume with the same --model/--image-size/--cycles"
             )
         self.model.load_state_dict(state["model"], strict=True)
+        self.aids.load_state_dict(state)
         self.optimizer.load_state_dict(state["optimizer"])
         self.schedule.load_state_dict(state["scheduler"])
         saved_plan = state.get("lr_plan")
@@ -243,12 +244,11 @@ class Trainer:
         target_weight = target_weight.to(self.device, non_blocking=True)
         self.schedule.apply(self.epoch, self.global_step)
         with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp_enabled):
-            outputs = self.ddp_model(images, cycles=self._cycles_at(total))
+            outputs = self.ddp_model(images, cycles=self.aids.cycles_at(self.global_step, total))
         # the loss in float32: token MSEs are ~1e-6-weighted and lose precision in half types
         outputs = [type(o)(o.heatmaps.float(), o.keypoint_tokens.float(), o.visual_tokens.float()) for o in outputs]
         losses = self.loss_fn(outputs, target, target_weight)
-        if self.attention_hint is not None:
-            losses = self._add_attention_hint(losses, batch["joints"], total)
+        losses = self.aids.add(losses, outputs, batch, self.global_step, total)
         names = list(losses)
         values = torch.stack([losses[name].detach().float() for name in names]).tolist()  # one device sync
         logged = dict(zip(names, values, strict=True), **target_logged)
@@ -263,21 +263,6 @@ class Trainer:
         self.scaler.step(self.optimizer)
         self.scaler.update()
         return logged
-
-    def _cycles_at(self, total_steps: int) -> int | None:
-        """1 during the single-cycle phase (cycle 1 alone costs ~1/2 of three: the plateau passes sooner), then
-        None: every training cycle with the self-distillation terms."""
-        if self.config.single_cycle_fraction > 0 and self.global_step < self.config.single_cycle_fraction * total_steps:
-            return 1
-        return None
-
-    def _add_attention_hint(self, losses: dict[str, torch.Tensor], joints: torch.Tensor,
-                            total_steps: int) -> dict[str, torch.Tensor]:
-        attention, self.model.entry_attention = self.model.entry_attention, None
-        weight = self.attention_hint.weight_at(self.global_step, total_steps)
-        hint = weight * attention_hint_loss(attention, joints, self.model_config.image_size, self.model.patch_grid,
-                                            self.attention_hint.sigma)
-        return {**losses, "loss": losses["loss"] + hint, "attention_hint_loss": hint}
 
     def run(self) -> TrainResult:
         config = self.config

@@ -119,3 +119,49 @@ def test_training_with_teacher_targets_in_workers(shared_data: Path, tmp_path: P
     records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     fractions = [r["teacher_joint_fraction"] for r in records if r["kind"] == "iter"]
     assert len(fractions) == 3 and all(0.2 < f <= 1.0 for f in fractions)
+
+
+# ------------------------------------------------------------------------------------------- feature hints
+def test_teacher_features_are_the_blob_on_the_students_grid(shared_data: Path, teacher_ready: None) -> None:
+    """At the teacher's own input size the features are its last feature map unchanged (an identity warp); at a
+    smaller student they cover the same crop on the student's stride-4 grid."""
+    from sdpose_core.inference.tinypose import OUTPUT_BLOB
+    from sdpose_core.train.feature_hint import FEATURE_BLOB, FEATURE_CHANNELS
+
+    coco = shared_data / "coco" / "mmpose_coco"
+    same = TopDownDataset(str(coco / "person_keypoints.json"), str(coco / "images"), train=False, image_size=(128, 96),
+                          heatmap_size=(32, 24))
+    same.extra_targets = TeacherTargets("pp-tinypose-128x96", same.layout, (128, 96), (32, 24), features=True)
+    sample = same[0]
+    assert sample["teacher_features"].shape == (FEATURE_CHANNELS, 32, 24)
+    heat, features = same.extra_targets.model().extract(sample["image"].numpy()[None], [OUTPUT_BLOB, FEATURE_BLOB])
+    np.testing.assert_allclose(sample["teacher_features"].numpy(), features[0], atol=1e-4)
+    small = TopDownDataset(str(coco / "person_keypoints.json"), str(coco / "images"), train=False, image_size=(64, 48),
+                           heatmap_size=(16, 12))
+    small.extra_targets = TeacherTargets("pp-tinypose-128x96", small.layout, (64, 48), (16, 12), features=True)
+    assert small[0]["teacher_features"].shape == (FEATURE_CHANNELS, 16, 12)
+
+
+def test_training_with_feature_hints_learns_them_and_resumes(shared_data: Path, tmp_path: Path,
+                                                            teacher_ready: None) -> None:
+    from sdpose_core.train import TrainConfig, train
+
+    coco = shared_data / "coco" / "mmpose_coco"
+    common = dict(
+        train_ann=str(coco / "person_keypoints.json"), train_images=str(coco / "images"),
+        batch_size=4, workers=0, image_size=(64, 48), progress=False, log_every=1, warmup_iters=2, lr=3e-3,
+        augment=False, model_overrides={"patch_size": (2, 2), "dim": 24, "depth": 2, "heads": 4},
+        teacher_targets="pp-tinypose-128x96", teacher_target_weight=0.0, teacher_feature_weight=1.0,
+    )
+    result = train(TrainConfig(out=str(tmp_path / "run"), epochs=8, **common))
+    assert result.global_step == 24
+    records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    hint = [r["feature_hint_loss"] for r in records if r["kind"] == "iter"]
+    assert np.mean(hint[-3:]) < 0.95 * np.mean(hint[:3]), hint  # standardised targets: ~1 at the start
+    state = torch.load(tmp_path / "run" / "last.pt", weights_only=False)
+    assert set(state["feature_hint"]) == {"proj.weight", "proj.bias"}
+    assert not any(k.startswith("proj") for k in state["model"])  # the projection is not part of the model
+    resumed = train(TrainConfig(out=str(tmp_path / "run"), epochs=9, resume=str(tmp_path / "run"), **common))
+    assert resumed.global_step == 27
+    with pytest.raises(ConfigError, match="--teacher-features needs --teacher-targets"):
+        TrainConfig(out="x", train_ann="a", train_images="i", teacher_feature_weight=1.0)
