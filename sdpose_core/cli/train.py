@@ -110,6 +110,9 @@ def add_target_options(p: argparse.ArgumentParser) -> None:
                    help="teacher share of a labelled joint's target, 0..1 (default 0.5; 1 = replace the Gaussian)")
     p.add_argument("--teacher-min-confidence", type=float,
                    help="teacher peak from which its map is used; unlabelled joints then train too (default 0.5)")
+    p.add_argument("--confidence-weights", action="store_true", default=None,
+                   help="weight each joint's target by its label confidence (keypoint_scores: 1 for human labels, "
+                        "the teacher's score for pseudo-labels; sdpose pseudo-label writes them)")
     p.add_argument("--teacher-features", dest="teacher_feature_weight", type=float, metavar="W",
                    help="weight of an MSE from the visual tokens (cycle 1, through a learned projection) to the "
                         "--teacher-targets teacher's last feature map (default off)")

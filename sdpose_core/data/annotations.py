@@ -34,6 +34,9 @@ class BoxSamples:
     box_score: np.ndarray  # (N,)
     keypoints: np.ndarray  # (N, K, 3) x, y, visibility in image pixels; zeros for detections
     stats: dict[str, int] = field(default_factory=dict)
+    # (N, K) per-joint label confidence: an annotation's `keypoint_scores` (1 = human label, else a teacher's
+    # score; pseudo-label files write them), 1 where a file has none; a training option weights targets by it
+    keypoint_scores: np.ndarray | None = None
 
     def __len__(self) -> int:
         return int(self.image_index.shape[0])
@@ -205,7 +208,10 @@ def gt_box_samples(
                 stats["zero_area_boxes"] += 1
                 continue
             keypoints[:, 2] = np.minimum(1.0, keypoints[:, 2])
-            rows.append((image_index, int(ann["id"]), clean, keypoints))
+            scores = ann.get("keypoint_scores")
+            scores = (np.clip(np.asarray(scores, dtype=np.float64), 0.0, 1.0)
+                      if isinstance(scores, list) and len(scores) == num_joints else np.ones(num_joints))
+            rows.append((image_index, int(ann["id"]), clean, keypoints, scores))
             kept_here += 1
         stats["images_without_people"] += kept_here == 0
     boxes = np.array([r[2] for r in rows], dtype=np.float64).reshape(-1, 4)
@@ -217,6 +223,7 @@ def gt_box_samples(
         box_score=np.ones(len(rows), dtype=np.float64),
         keypoints=np.array([r[3] for r in rows], dtype=np.float64).reshape(-1, num_joints, 3),
         stats=stats,
+        keypoint_scores=np.array([r[4] for r in rows], dtype=np.float64).reshape(-1, num_joints),
     )
 
 

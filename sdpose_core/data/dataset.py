@@ -114,8 +114,11 @@ class TopDownDataset(Dataset):
         layout: str | None = None,
         seed: int = 0,
         extra_targets: Callable[..., dict[str, torch.Tensor]] | None = None,
+        confidence_weights: bool = False,
     ) -> None:
         self.ann_file = Path(ann_file)
+        # target weight x the label's confidence (`keypoint_scores`: teacher-filled joints count by their score)
+        self.confidence_weights = bool(confidence_weights)
         self.image_dir = Path(image_dir)
         self.train = bool(train)
         self.image_size = _check_size("image_size", image_size)
@@ -228,6 +231,11 @@ class TopDownDataset(Dataset):
             joints_xy = joints_xy[self.flip_index]
             visible = visible[self.flip_index]
         target, target_weight = gaussian_targets(joints_xy, visible, self.image_size, self.heatmap_size, self.sigma)
+        confidence = None
+        if self.confidence_weights and self.samples.keypoint_scores is not None:
+            confidence = self.samples.keypoint_scores[index]
+            confidence = (confidence[self.flip_index] if params.flipped else confidence).astype(np.float32)
+            target_weight = target_weight * confidence[:, None]
         meta = {
             "image_id": int(self.image_ids[image_index]),
             "ann_id": int(self.samples.ann_id[index]),
@@ -247,6 +255,8 @@ class TopDownDataset(Dataset):
             "joints": torch.from_numpy(np.concatenate([joints_xy, visible[:, None]], axis=1).astype(np.float64)),
             "meta": meta,
         }
+        if confidence is not None:  # kept for targets re-encoded per batch (train.targets)
+            sample["label_confidence"] = torch.from_numpy(confidence)
         if self.extra_targets is not None:
             sample.update(self.extra_targets(image, params.center, params.scale, params.rotation, flip_width))
         return sample

@@ -67,6 +67,7 @@ class TrainConfig:
     teacher_targets: str | None = None  # "pp-tinypose-128x96" / "pp-tinypose-256x192": teacher heatmaps mixed in
     teacher_target_weight: float = 0.5  # share of the teacher in a labelled joint's target (1 = replace)
     teacher_min_confidence: float = 0.5  # teacher peak from which it counts (unlabelled joints then get weight 1)
+    confidence_weights: bool = False  # target weight x each joint's keypoint_scores (teacher-filled joints)
     teacher_feature_weight: float = 0.0  # > 0: visual tokens regress the teacher's last features (feature_hint)
     attention_hint_weight: float = 0.0  # > 0: keypoint-token attention pulled to its joint's patch (attention_hint)
     attention_hint_fraction: float = 0.5  # the hint's weight decays linearly to 0 over this share of the steps

@@ -87,6 +87,8 @@ class BatchTargets:
         sigma = self.sigma_at(step, total_steps)
         if self.schedule is not None:
             target, weight = self.gaussian(batch["joints"], sigma)
+            if "label_confidence" in batch:  # the dataset's confidence weights (TopDownDataset confidence_weights)
+                weight = weight * batch["label_confidence"].to(weight.dtype)[..., None]
             logged["target_sigma"] = sigma
         else:
             target, weight = batch["target"], batch["target_weight"]

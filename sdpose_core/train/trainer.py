@@ -93,11 +93,12 @@ class Trainer:
         if len(sets) == 1 and sets[0].repeat == 1:
             self.train_set = TopDownDataset(
                 sets[0].ann, sets[0].images, train=True, **sizes, sigma=config.sigma,
-                augment=self._augment_config(), seed=config.seed,
+                augment=self._augment_config(), seed=config.seed, confidence_weights=config.confidence_weights,
             )
         else:
             self.train_set = build_mixed_dataset(sets, config.seed, **sizes, sigma=config.sigma,
-                                                 augment=self._augment_config())
+                                                 augment=self._augment_config(),
+                                                 confidence_weights=config.confidence_weights)
         self.layout = self.train_set.layout
         if config.teacher_targets:  # dense soft targets: the teacher runs on each augmented crop, in the workers
             from sdpose_core.train.teacher_targets import attach_teacher_targets

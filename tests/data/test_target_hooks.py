@@ -38,3 +38,34 @@ def test_joints_are_the_targets_joints_and_the_hook_sees_the_crop(shared_data: P
     assert inside.sum() > 100
     np.testing.assert_allclose(peaks[inside.numpy()], on_grid[inside].numpy(), atol=0.25)
     assert bool((batch["joints"][..., 2][weight] > 0).all())  # weight 1 only for visible joints
+
+
+def test_confidence_weights_scale_target_weights_and_follow_the_flip(shared_data: Path, tmp_path: Path) -> None:
+    """keypoint_scores (teacher-filled joints: the teacher's score) become target weights with
+    confidence_weights on; a flipped crop swaps them with the joints; without the option nothing changes."""
+    import json
+
+    from sdpose_core.keypoints import COCO17
+
+    coco = shared_data / "coco" / "mmpose_coco"
+    data = json.loads((coco / "person_keypoints.json").read_text())
+    for ann in data["annotations"]:
+        ann["keypoint_scores"] = [0.25 if j == COCO17.joints.index("left_wrist") else 1.0 for j in range(17)]
+    ann_file = tmp_path / "scored.json"
+    ann_file.write_text(json.dumps(data))
+    left, right = COCO17.joints.index("left_wrist"), COCO17.joints.index("right_wrist")
+    plain = TopDownDataset(ann_file, coco / "images", train=False, image_size=(128, 96), heatmap_size=(32, 24))
+    weighted = TopDownDataset(ann_file, coco / "images", train=False, image_size=(128, 96), heatmap_size=(32, 24),
+                              confidence_weights=True)
+    for index in range(len(plain)):
+        base, scored = plain[index]["target_weight"][:, 0], weighted[index]["target_weight"][:, 0]
+        assert torch.equal(scored[left], 0.25 * base[left]) and torch.equal(scored[right], base[right])
+        assert "label_confidence" not in plain[index]
+    from sdpose_core.data import AugmentConfig
+
+    flipping = TopDownDataset(ann_file, coco / "images", train=True, image_size=(128, 96), heatmap_size=(32, 24),
+                              confidence_weights=True, augment=AugmentConfig(flip_prob=1.0, rotation_prob=0.0,
+                                                                              scale_factor=0.0))
+    sample = flipping[0]
+    assert sample["meta"]["flipped"]
+    assert sample["label_confidence"][right] == 0.25 and sample["label_confidence"][left] == 1.0

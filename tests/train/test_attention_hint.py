@@ -95,14 +95,16 @@ def test_tiny_run_with_the_hint_learns_the_hint(shared_data: Path, tmp_path: Pat
     assert all(r["loss"] >= r["attention_hint_loss"] for r in records)
 
 
-def test_hint_options_reach_the_config(tmp_path: Path) -> None:
+def test_training_aid_options_reach_the_config(tmp_path: Path) -> None:
     args = build_parser().parse_args([
         "train", "--train-ann", "a.json", "--train-images", "img", "--out", str(tmp_path / "r"),
-        "--attention-hint", "0.05", "--attention-hint-fraction", "0.3",
+        "--attention-hint", "0.05", "--attention-hint-fraction", "0.3", "--single-cycle-fraction", "0.4",
+        "--confidence-weights", "--teacher-targets", "pp-tinypose-128x96", "--teacher-features", "0.2",
     ])
     given = {k: v for k, v in vars(args).items() if k not in ("func", "command", "argv")}
     config = config_from_options(given)
     assert (config.attention_hint_weight, config.attention_hint_fraction) == (0.05, 0.3)
+    assert (config.single_cycle_fraction, config.confidence_weights, config.teacher_feature_weight) == (0.4, True, 0.2)
     assert TrainConfig(out="x", train_ann="a", train_images="i").attention_hint_weight == 0.0  # off by default
 
 

@@ -137,3 +137,20 @@ def test_command_line_options_reach_the_config(tmp_path: Path) -> None:
 def test_bad_target_options_are_named(changes: dict, match: str) -> None:
     with pytest.raises(ConfigError, match=match):
         TrainConfig(out="x", train_ann="a", train_images="i", **changes)
+
+
+def test_confidence_weights_survive_targets_reencoded_per_batch(shared_data: Path, tmp_path: Path) -> None:
+    """With a sigma schedule the targets are rebuilt from the joints each batch: the label confidence must still
+    scale their weights (a joint with keypoint_scores 0 trains with weight 0)."""
+    coco = shared_data / "coco" / "mmpose_coco"
+    data = json.loads((coco / "person_keypoints.json").read_text())
+    for ann in data["annotations"]:
+        ann["keypoint_scores"] = [0.0] * 5 + [1.0] * 12  # the face joints: an untrusted teacher
+    ann_file = tmp_path / "scored.json"
+    ann_file.write_text(json.dumps(data))
+    config = tiny_config(shared_data, tmp_path / "run", train_ann=str(ann_file), sigma_start=4.0,
+                         confidence_weights=True)
+    trainer = Trainer(config, setup_distributed("cpu"))
+    batch = collate_topdown([trainer.train_set[i] for i in range(4)])
+    _, weight, _ = trainer.batch_targets(batch, 0, 10)
+    assert float(weight[:, :5].abs().sum()) == 0.0 and float(weight[:, 5:].sum()) > 0
