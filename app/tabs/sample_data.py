@@ -38,6 +38,8 @@ def as_gradio_error(error: Exception) -> gr.Error:
 def set_choices(spec: str | None, ctx: AppContext | None = None) -> tuple[list[tuple[str, str]], str]:
     """(dropdown choices (label, annotation path), a Markdown note) for a folder, JSON or hf:// address; with a
     public-mode `ctx` only inside what the operator allowed or this session uploaded."""
+    if ctx is not None and ctx.policy is not None and not str(spec or "").strip():
+        return public_choices(ctx)
     if not spec or not str(spec).strip():
         return [], "No sample folder chosen: enter a folder or annotation JSON above (or start with --samples)."
     spec = str(spec).strip()
@@ -48,6 +50,18 @@ def set_choices(spec: str | None, ctx: AppContext | None = None) -> tuple[list[t
     entries = find_sample_sets(root)
     note = f"{len(entries)} labelled set(s) under `{root}`" + (f" (from the Hub: {spec})" if root != Path(spec) else "")
     return [(entry.label, str(entry.ann_path)) for entry in entries], note
+
+
+def public_choices(ctx: AppContext) -> tuple[list[tuple[str, str]], str]:
+    """Public mode, nothing typed: every set the operator offers and this session's uploaded sets."""
+    choices: list[tuple[str, str]] = []
+    folders = [*ctx.policy.sample_roots, ctx.policy.uploads_folder(ctx.session_id())]
+    for folder in folders:
+        try:
+            choices += [(entry.label, str(entry.ann_path)) for entry in find_sample_sets(folder)]
+        except SDPoseError:  # a folder without sets (e.g. no upload yet) offers nothing
+            continue
+    return choices, f"{len(choices)} labelled set(s) offered here (the operator's and the ones you uploaded)"
 
 
 def initial_choices(samples: str | None) -> tuple[list[tuple[str, str]], str]:

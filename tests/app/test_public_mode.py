@@ -237,6 +237,11 @@ def test_a_visitor_uploads_a_labelled_set_as_a_zip(public, world: dict[str, Path
     with _refused("public demo"):  # another visitor cannot open it
         other.predict(chosen["value"], 1, "gt", "drop", False, 1, "worst OKS", "all", "any", 10, 1,
                       api_name="/samples_analyze")
+    # the Review tab's Open with nothing typed offers the operator's sets and this visitor's own
+    mine, _ = client.predict("", api_name="/review_sets")
+    theirs, _ = other.predict("", api_name="/review_sets")
+    assert chosen["value"] in [value for _, value in mine["choices"]]
+    assert chosen["value"] not in [value for _, value in theirs["choices"]] and len(theirs["choices"]) == 1
 
 
 def test_local_mode_behaves_as_before(local, world: dict[str, Path]) -> None:
