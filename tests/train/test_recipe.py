@@ -12,6 +12,7 @@ from sdpose_core.cli.main import main
 from sdpose_core.data.mixed import TrainSet, build_mixed_dataset
 from sdpose_core.data.splits import write_demo_splits
 from sdpose_core.errors import ConfigError
+from sdpose_core.train.config import TrainConfig
 from sdpose_core.train.recipes import load_recipe
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -48,6 +49,10 @@ def test_recipe_files_load_and_bad_ones_are_named(tmp_path: Path) -> None:
     assert "{data}" not in json.dumps(recipe) and "_about" not in recipe
     with pytest.raises(ConfigError, match="unknown recipe"):
         load_recipe("nope", None)
+    from sdpose_core.train.recipes import RECIPES_DIR
+
+    for shipped in sorted(RECIPES_DIR.glob("*.json")):  # every shipped recipe is a valid training config
+        TrainConfig.from_dict(load_recipe(shipped.stem, None))
     bad = tmp_path / "bad.json"
     bad.write_text("{")
     with pytest.raises(ConfigError, match="not valid JSON"):
