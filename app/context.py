@@ -237,6 +237,18 @@ class AppContext:
 
         return str(extract_annotation_zip(zipped, tempfile.mkdtemp(prefix="sdpose-set-"), self.limits))
 
+    def export_folder(self) -> Path:
+        """A new folder for files a visitor downloads: public mode inside this session's folder (served because
+        `app.ui.public_launch_options` allows the sessions root), local mode in the system temp folder."""
+        import tempfile
+        import uuid
+
+        if self.policy is None:
+            return Path(tempfile.mkdtemp(prefix="sdpose-review-export-"))
+        folder = self.policy.session_folder(self.session_id()) / "exports" / uuid.uuid4().hex[:12]
+        folder.mkdir(parents=True)
+        return folder
+
     def _current_key(self) -> str:
         if self.policy is not None:
             session = self.session_id()

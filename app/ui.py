@@ -85,8 +85,11 @@ def public_notice(policy: PublicPolicy) -> str:
 
 
 def public_launch_options(policy: PublicPolicy | None) -> dict:
-    """Extra `demo.launch` options of the public mode: the upload cap (local mode keeps MAX_UPLOAD)."""
-    return {} if policy is None else {"max_file_size": f"{policy.limits.upload_mb:g}mb"}
+    """Extra `demo.launch` options of the public mode: the upload cap (local mode keeps MAX_UPLOAD), and the
+    sessions folder as servable (a visitor's exports live in their own session folder, under a random name)."""
+    if policy is None:
+        return {}
+    return {"max_file_size": f"{policy.limits.upload_mb:g}mb", "allowed_paths": [str(policy.sessions.root)]}
 
 
 def launch_options() -> dict:

@@ -11,7 +11,6 @@ cache); the ranking does not move while you edit.
 from __future__ import annotations
 
 import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -177,7 +176,7 @@ def _export_files(ctx: AppContext, ann_path: str) -> tuple[list[str], str]:
     """The exports for the download box: copies in a fresh folder under the system temp dir, which gradio
     serves (the review folder, e.g. next to the data, is outside the folders it may serve)."""
     coco, flags, summary = export_review(ctx, ann_path)
-    folder = Path(tempfile.mkdtemp(prefix="sdpose-review-export-"))
+    folder = ctx.export_folder()
     return [str(shutil.copy2(file, folder / Path(file).name)) for file in (coco, flags)], summary
 
 

@@ -189,6 +189,14 @@ def test_two_visitors_review_the_same_set_without_seeing_each_other(public, worl
     assert sum("alice" in t for t in texts) == 1 and sum("bob" in t for t in texts) == 1
     assert not any("alice" in t and "bob" in t for t in texts)
     assert not list(ann.parent.glob("*.review.json"))  # nothing next to the operator's data
+    import tempfile
+
+    temp_exports = set(Path(tempfile.gettempdir()).glob("sdpose-review-export-*"))
+    exported, _ = alice.predict(str(ann), api_name="/review_export")
+    assert len(exported) == 2 and all(Path(f).read_text() for f in exported)  # served, downloadable
+    alice_folder = next(f.parent for f in files if "alice" in f.read_text()).parent
+    assert len(list((alice_folder / "exports").rglob("*.corrected.json"))) == 1  # written in her session only
+    assert set(Path(tempfile.gettempdir()).glob("sdpose-review-export-*")) == temp_exports
 
 
 # ------------------------------------------------------------------------------------------------ bounded work
