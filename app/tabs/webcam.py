@@ -92,7 +92,8 @@ def annotate_video(ctx: AppContext, view: WebcamView, video: str | None, mode: s
     session = LiveSession(settings)
     limit = max(1, min(int(max_frames), MAX_VIDEO_FRAMES))
     total = min(limit, info.frame_count) if info.frame_count > 0 else limit
-    out_path = Path(tempfile.mkdtemp(prefix="sdpose_video_")) / f"{Path(video).stem}_pose{browser_video_suffix()}"
+    out_dir = ctx.export_folder() if ctx.public else Path(tempfile.mkdtemp(prefix="sdpose_video_"))  # public: TTL
+    out_path = out_dir / f"{Path(video).stem}_pose{browser_video_suffix()}"
     sums = {"detect_ms": 0.0, "pose_ms": 0.0, "draw_ms": 0.0, "total_ms": 0.0}
     frames = people = detections = 0
     backends: dict[str, int] = {}  # what ran the pose model -> frames (auto may finish choosing mid-video)
