@@ -217,6 +217,10 @@ def test_oversize_inputs_get_a_clear_message(public, world: dict[str, Path], tmp
     with _refused(r"the video is 3 s long.*--max-video-s"):
         client.predict(handle_file(str(long)), "single pass (cycle 1)", 3, False, 5, 0.3, 10, 240,
                        api_name="/annotate_video")
+    short = _video(tmp_path / "short.avi", seconds=0.5)  # within the limit: annotated into the session folder
+    client.predict(handle_file(str(short)), "single pass (cycle 1)", 3, False, 5, 0.3, 10, 240,
+                   api_name="/annotate_video")
+    assert len(list(world["state"].rglob("short_pose.*"))) == 1
     bomb = _bomb(tmp_path / "bomb.zip")  # 50 MB of zeros in ~50 KB; the fixture's limit: 5 MB unpacked
     with _refused(r"unpacks to 50 MB.*--max-zip-mb"):
         client.predict(handle_file(str(bomb)), api_name="/samples_upload")
