@@ -145,6 +145,15 @@ def test_no_sample_endpoint_takes_a_server_path(public, world: dict[str, Path]) 
             client.predict(str(ann), api_name="/review_start")
         with _refused("public demo"):
             client.predict(str(ann), 1, "gt wrong", "", api_name="/review_flag")
+        with _refused("public demo"):
+            client.predict(str(ann), 1, "nose", 10.0, 10.0, 2, api_name="/review_set_joint")
+        with _refused("public demo"):
+            client.predict(str(ann), 1, "nose", True, api_name="/review_show")
+        with _refused("public demo"):
+            client.predict(str(ann), api_name="/review_export")
+        with _refused("public demo"):
+            client.predict(str(ann), 1, "gt", "drop", False, "785", 1, True, True, True, True,
+                           api_name="/samples_image")
     # what the operator allowed still works
     chosen, note = client.predict(str(world["allowed"]), api_name="/samples_open")
     assert len(chosen["choices"]) == 1 and "coco_copy" in chosen["value"]
