@@ -15,7 +15,7 @@ import os
 import shutil
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from sdpose_core.errors import AccessError, LimitError
@@ -51,6 +51,7 @@ class PublicPolicy:
     sample_roots: list[Path]
     hub_allow: list[str]
     sessions: SessionDirs
+    _hub_sizes: dict[tuple[str, str | None], int] = field(default_factory=dict, repr=False)
 
     @classmethod
     def create(cls, state_dir: str | os.PathLike, sample_roots: Iterable[str | os.PathLike] = (),
@@ -157,7 +158,12 @@ class PublicPolicy:
     def check_hub_size(self, repo_id: str, revision: str | None = None, size: int | None = None) -> int:
         """LimitError when the repo is larger than `hub_mb`; `size` skips the Hub query (tests, callers that
         already know it)."""
-        size = hub_repo_size(repo_id, revision) if size is None else int(size)
+        if size is None:  # asked once per repo and revision: predictor() checks weights on every request
+            key = (repo_id, revision)
+            if key not in self._hub_sizes:
+                self._hub_sizes[key] = hub_repo_size(repo_id, revision)
+            size = self._hub_sizes[key]
+        size = int(size)
         if size > self.limits.hub_mb * 1e6:
             raise LimitError(f"hf://{repo_id} holds {size / 1e6:.0f} MB; the limit here is {self.limits.hub_mb:g} MB "
                              f"(the operator sets it with {LIMIT_FLAGS['hub_mb'][0]})")
