@@ -76,3 +76,15 @@ def png_claiming_size():
                 + chunk(b"IEND", b""))
 
     return make
+
+
+@pytest.fixture(scope="session")
+def quick_benchmark(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, Path]:
+    """One `run_benchmark(quick=True)` at 128x96 for every test that reads its result (it takes ~40 s on two
+    cores): PP-TinyPose is timed too when the ncnn package and its files are there. (result, its JSON file)."""
+    from sdpose_core.benchmark.speed import run_benchmark
+    from sdpose_core.inference import tinypose
+
+    out = tmp_path_factory.mktemp("benchmark") / "bench.json"
+    folder = tinypose.default_folder() if tinypose.available((128, 96)) is None else None
+    return run_benchmark(json_out=out, quick=True, image_size=(128, 96), verbose=False, tinypose_folder=folder), out

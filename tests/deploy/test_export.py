@@ -257,11 +257,10 @@ def test_cpu_speedups_keep_outputs(tiny_model):
 
 
 @pytest.mark.slow
-def test_benchmark_quick_returns_every_section(tmp_path):  # ~1 min on 2 busy cores
-    from sdpose_core.benchmark.speed import BACKENDS, run_benchmark
+def test_benchmark_quick_returns_every_section(quick_benchmark):  # the run is shared with test_tinypose.py
+    from sdpose_core.benchmark.speed import BACKENDS
 
-    out = tmp_path / "bench.json"
-    result = run_benchmark(json_out=out, quick=True, verbose=False)
+    result, out = quick_benchmark
     assert json.loads(out.read_text())["settings"]["quick"] is True
     assert set(result) >= {"environment", "settings", "sdpose", "torch_speedups", "int8_methods", "detector",
                            "mediapipe", "ratios", "notes"}
@@ -275,7 +274,7 @@ def test_benchmark_quick_returns_every_section(tmp_path):  # ~1 min on 2 busy co
         assert all(set(row) == {"cycles1", "cycles2", "cycles3"} and min(row.values()) > 0 for row in rows.values())
     assert set(result["ratios"]["goals"]) >= {"single_pass_ms_per_person", "single_pass_vs_3_cycles"}
     [entry] = result["models"].values()
-    assert entry["sdpose"] is result["sdpose"] and entry["model_config"]["image_size"] == [64, 48]
+    assert entry["sdpose"] is result["sdpose"] and entry["model_config"]["image_size"] == [128, 96]
     for key, row in entry["stages"]["ms_per_person"].items():
         assert set(row) == {"stem", "embed", "cycle", "head", "decode"} and min(row.values()) > 0, key
         assert 0 < entry["stages"]["stem_share_of_single_pass"][key] < 1

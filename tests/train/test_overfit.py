@@ -1,10 +1,9 @@
 """Overfit sanity check: SDPose-T learns 4 real people well enough to score AP >= 0.9 on them.
 
 Model: the real SDPose-T (StemNet, dim 192, depth 6, 8 heads, 3 cycles, SDPose loss over all cycles)
-with a smaller input, 128x96 (heatmaps 32x24, 8x8 patches of 4x3), so that 400 full-batch steps fit in
-about a minute and a half on a 2-core CPU. It runs on torch's default threads (all cores): the suite runs one
-test at a time, and two threads take ~0.19 s per step against ~0.33 s on one. Seen: AP 1.0 on every
-cycle for seeds 0 and 1 (300 steps were not enough: AP 0.86). Data: the 4 single-person images of coco/coco_mini_train with the most
+with a small input, 64x48 (heatmaps 16x12, 4x4 patches of 4x3), so that 400 full-batch steps fit in well
+under a minute on a 2-core CPU (128x96 took ~6 min on an AVX2-only EPYC in the suite). It runs on torch's
+default threads (all cores): the suite runs one test at a time. Data: the 4 single-person images of coco/coco_mini_train with the most
 labelled joints (GT boxes, no augmentation). Scoring goes through `sdpose evaluate`'s code path
 (`run_evaluation`: weights folder -> dataset -> one multi-cycle forward -> DARK decoding -> COCOeval),
 on the same images and people.
@@ -37,7 +36,7 @@ def test_sdpose_t_overfits_four_people(shared_data: Path, tmp_path: Path) -> Non
 
     config = TrainConfig(
         out=str(tmp_path / "run"), train_ann=str(ann), train_images=str(source / "images"), model="sdpose-t",
-        image_size=(128, 96), epochs=400, batch_size=4, workers=0, augment=False, warmup_iters=20, seed=0,
+        image_size=(64, 48), epochs=400, batch_size=4, workers=0, augment=False, warmup_iters=20, seed=0,
         save_every=10**6, log_every=100, progress=False,
     )
     start = time.perf_counter()
