@@ -66,6 +66,9 @@ CANDIDATES: dict[str, dict[str, Any]] = {
     # buys 4x the optimiser steps for the same samples
     "bs8": {"batch_size": 8},
     "bs8-lr5e-4": {"batch_size": 8, "lr": 5e-4},
+    "bs4": {"batch_size": 4},
+    "bs8-lr2e-3": {"batch_size": 8, "lr": 2e-3},
+    "bs8-noaug": {"batch_size": 8, "augment": False},  # rules the augmentation out (DEVELOPERS.md)
     "bs8+feature-hint": {"batch_size": 8, "teacher_targets": "pp-tinypose-128x96", "teacher_target_weight": 0.0,
                          "teacher_feature_weight": 0.1},
 }

@@ -77,6 +77,9 @@ def add_train_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--val-every-min", type=float, metavar="N",
                    help="also validate every N minutes of training, inside long epochs (logged as val records)")
     p.add_argument("--save-every", type=int, help="write last.pt every N epochs (default 1)")
+    p.add_argument("--save-every-min", type=float, metavar="N",
+                   help="also write last.pt every N minutes of training inside an epoch: a SIGKILL then loses at "
+                        "most N minutes, and rerunning the command continues from there")
     p.add_argument("--best-metric", choices=("oks", "ap"),
                    help="best/ = the epoch with the highest cycle-1 validation mean OKS (oks, default) or AP (ap)")
     p.add_argument("--keep-last-epochs", type=int, metavar="N",

@@ -78,6 +78,8 @@ class TrainConfig:
     val_every: int = 1
     val_every_min: float | None = None  # also validate every N minutes of training time, at a step boundary
     save_every: int = 1  # write last.pt every N epochs (and always at the end / when max_steps stops)
+    save_every_min: float | None = None  # also write last.pt every N minutes of training inside an epoch (a kill
+    # that no signal handler sees, e.g. the end of a working session, then loses at most that)
     best_metric: str = "oks"  # best/ = the epoch with the highest cycle-1 val "oks" (mean OKS) or "ap"
     keep_last_epochs: int = 0  # also keep the weights of the last N epochs in epochs/epoch_NNN/ (0: none)
     log_every: int = 10
@@ -102,7 +104,7 @@ class TrainConfig:
             check_cycles(self.cycles)
         if self.max_steps is not None and self.max_steps < 1:
             raise ConfigError(f"max_steps must be >= 1, got {self.max_steps}")
-        for name in ("time_budget_min", "val_every_min"):
+        for name in ("time_budget_min", "val_every_min", "save_every_min"):
             value = getattr(self, name)
             if value is not None and not (isinstance(value, (int, float)) and 0 < value < float("inf")):
                 raise ConfigError(f"{name} must be a number of minutes > 0, got {value!r}")

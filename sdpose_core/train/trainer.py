@@ -203,6 +203,7 @@ class Trainer:
             self.plan = StepPlan.from_dict(saved_plan)  # a budget's estimate; without one the epochs decide
             self.schedule.milestones = list(self.plan.drop_steps)
         self.budget.load_state_dict(state.get("time_budget", {}))
+        self._last_checkpoint_s = self.budget.elapsed_s
         self.samples_seen = int(state.get("samples_seen", 0))
         if state.get("scaler"):
             self.scaler.load_state_dict(state["scaler"])
@@ -309,6 +310,19 @@ class Trainer:
         """Rank 0's flag on every rank: each rank's own clock would stop or validate them at different steps."""
         return bool(broadcast_object(self.ctx, flag)) if self.ctx.is_distributed else flag
 
+    def _checkpoint_due(self) -> bool:
+        """--save-every-min: N minutes of training since last.pt was last written here (every rank agrees)."""
+        if self.config.save_every_min is None:
+            return False
+        elapsed = self.budget.elapsed_s
+        due = elapsed - self._last_checkpoint_s >= 60.0 * self.config.save_every_min
+        if self._agreed(due):
+            self._last_checkpoint_s = elapsed
+            return True
+        return False
+
+    _last_checkpoint_s = 0.0
+
     def _budget_spent(self) -> bool:
         return self.budget.budget_s is not None and self._agreed(self.budget.spent)
 
@@ -397,6 +411,10 @@ class Trainer:
             if (self.budget.val_every_s is not None and self.val_set is not None and count < batches_left
                     and self._agreed(self.budget.validation_due())):
                 validation_s += self._validate_mid_epoch()
+            if count < batches_left and self._checkpoint_due():
+                self.budget.pause()  # writing last.pt is not training time
+                self.save_last()  # mid-epoch: a rerun continues at this step, as after SIGTERM
+                self.budget.start()
         self.budget.pause()
         if hasattr(batches, "close"):
             batches.close()

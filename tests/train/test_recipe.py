@@ -91,7 +91,8 @@ def test_sigterm_saves_state_and_the_rerun_finishes_like_an_uninterrupted_run(sh
                                                                                tmp_path: Path) -> None:
     """A long CPU run gets killed: SIGTERM finishes the step, writes last.pt and final/ (the weights so far),
     exits 0; the same command again continues mid-epoch and ends with exactly the weights of a run that was
-    never stopped, in final/ again."""
+    never stopped, in final/ again. A SIGKILL (no handler runs) with --save-every-min loses only the steps
+    after the last mid-epoch last.pt: the rerun ends with the same weights too."""
     import os
     import signal
     import subprocess
@@ -102,14 +103,14 @@ def test_sigterm_saves_state_and_the_rerun_finishes_like_an_uninterrupted_run(sh
 
     from sdpose_core.train.state import load_train_state
 
-    def config(out: Path) -> Path:
+    def config(out: Path, **extra: object) -> Path:
         cfg = {
             "model": "sdpose-t", "image_size": [64, 48], "cycles": 2,
             "model_overrides": {"patch_size": [2, 2], "dim": 24, "depth": 2, "heads": 4},
             "train_ann": "{data}/coco/mmpose_coco/person_keypoints.json",
             "train_images": "{data}/coco/mmpose_coco/images", "epochs": 40, "batch_size": 4, "workers": 0,
             "warmup_iters": 2, "progress": False, "log_every": 1, "val_every": 1000, "save_every": 1000,
-            "out": str(out),
+            "out": str(out), **extra,
         }
         path = out.with_suffix(".json")
         path.write_text(json.dumps(cfg))
@@ -141,3 +142,21 @@ def test_sigterm_saves_state_and_the_rerun_finishes_like_an_uninterrupted_run(sh
     b = load_file(str(whole / "final" / "model.safetensors"))
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     assert not all(torch.equal(a[k], so_far[k]) for k in a)  # the finished rerun wrote final/ again
+
+    killed = tmp_path / "killed"
+    proc = subprocess.Popen([*command, str(config(killed, save_every_min=0.0005))], env=env,
+                            stdout=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while time.time() < deadline and not ((killed / "last.pt").is_file() and (killed / "metrics.jsonl").is_file()
+                                          and (killed / "metrics.jsonl").read_text().count('"iter"') >= 7):
+        time.sleep(0.05)
+    proc.kill()
+    proc.wait(timeout=60)
+    assert proc.returncode == -signal.SIGKILL and not (killed / "final").exists()
+    state = load_train_state(killed / "last.pt")
+    assert 0 < state["global_step"] < 40 * 3 and state["step_in_epoch"] > 0, "last.pt was not written mid-epoch"
+    again = subprocess.run([*command, str(config(killed, save_every_min=0.0005))], env=env, capture_output=True,
+                           text=True, timeout=300)
+    assert again.returncode == 0, again.stderr
+    c = load_file(str(killed / "final" / "model.safetensors"))
+    assert c.keys() == b.keys() and all(torch.equal(c[k], b[k]) for k in c)
