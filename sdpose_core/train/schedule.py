@@ -134,6 +134,8 @@ class TimeBudget:
     elapsed_s: float = 0.0
     val_every_s: float | None = None
     last_val_s: float = 0.0  # elapsed_s at the last validation (for val_every_s)
+    save_every_s: float | None = None
+    last_save_s: float = 0.0  # elapsed_s at the last mid-epoch last.pt (for save_every_s)
     _since: float | None = field(default=None, repr=False)
     _steps_here: int = field(default=0, repr=False)  # steps timed by this process
     _timed_here_s: float = field(default=0.0, repr=False)  # their time, without this process's first step
@@ -181,9 +183,16 @@ class TimeBudget:
     def validated(self) -> None:
         self.last_val_s = self.elapsed_s
 
+    def checkpoint_due(self) -> bool:
+        return self.save_every_s is not None and self.elapsed_s - self.last_save_s >= self.save_every_s
+
+    def checkpointed(self) -> None:
+        self.last_save_s = self.elapsed_s
+
     def state_dict(self) -> dict[str, float]:
-        return {"elapsed_s": self.elapsed_s, "last_val_s": self.last_val_s}
+        return {"elapsed_s": self.elapsed_s, "last_val_s": self.last_val_s, "last_save_s": self.last_save_s}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.elapsed_s = float(state.get("elapsed_s", 0.0))
         self.last_val_s = float(state.get("last_val_s", 0.0))
+        self.last_save_s = float(state.get("last_save_s", self.elapsed_s))

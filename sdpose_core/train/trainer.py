@@ -150,7 +150,8 @@ class Trainer:
         self.schedule = WarmupStepSchedule(self.optimizer, self.plan.drop_steps, config.lr_gamma,
                                            config.warmup_iters, config.warmup_ratio, by="step")
         self.budget = TimeBudget(budget_s=None if config.time_budget_min is None else 60.0 * config.time_budget_min,
-                                 val_every_s=None if config.val_every_min is None else 60.0 * config.val_every_min)
+                                 val_every_s=None if config.val_every_min is None else 60.0 * config.val_every_min,
+                                 save_every_s=None if config.save_every_min is None else 60.0 * config.save_every_min)
         self.samples_seen = 0  # all ranks together
         self.epoch = 0
         self.global_step = 0
@@ -203,7 +204,6 @@ class Trainer:
             self.plan = StepPlan.from_dict(saved_plan)  # a budget's estimate; without one the epochs decide
             self.schedule.milestones = list(self.plan.drop_steps)
         self.budget.load_state_dict(state.get("time_budget", {}))
-        self._last_checkpoint_s = self.budget.elapsed_s
         self.samples_seen = int(state.get("samples_seen", 0))
         if state.get("scaler"):
             self.scaler.load_state_dict(state["scaler"])
@@ -310,19 +310,6 @@ class Trainer:
         """Rank 0's flag on every rank: each rank's own clock would stop or validate them at different steps."""
         return bool(broadcast_object(self.ctx, flag)) if self.ctx.is_distributed else flag
 
-    def _checkpoint_due(self) -> bool:
-        """--save-every-min: N minutes of training since last.pt was last written here (every rank agrees)."""
-        if self.config.save_every_min is None:
-            return False
-        elapsed = self.budget.elapsed_s
-        due = elapsed - self._last_checkpoint_s >= 60.0 * self.config.save_every_min
-        if self._agreed(due):
-            self._last_checkpoint_s = elapsed
-            return True
-        return False
-
-    _last_checkpoint_s = 0.0
-
     def _budget_spent(self) -> bool:
         return self.budget.budget_s is not None and self._agreed(self.budget.spent)
 
@@ -411,7 +398,9 @@ class Trainer:
             if (self.budget.val_every_s is not None and self.val_set is not None and count < batches_left
                     and self._agreed(self.budget.validation_due())):
                 validation_s += self._validate_mid_epoch()
-            if count < batches_left and self._checkpoint_due():
+            if (self.budget.save_every_s is not None and count < batches_left
+                    and self._agreed(self.budget.checkpoint_due())):  # --save-every-min
+                self.budget.checkpointed()
                 self.budget.pause()  # writing last.pt is not training time
                 self.save_last()  # mid-epoch: a rerun continues at this step, as after SIGTERM
                 self.budget.start()
