@@ -69,6 +69,13 @@ CANDIDATES: dict[str, dict[str, Any]] = {
     "bs4": {"batch_size": 4},
     "bs8-lr2e-3": {"batch_size": 8, "lr": 2e-3},
     "bs8-noaug": {"batch_size": 8, "augment": False},  # rules the augmentation out (DEVELOPERS.md)
+    # BN makes the stem convs scale-free, so Adam's ~lr steps are huge relative to the official N(0, 0.001)
+    # weights; He init starts them ~50x larger (sdpose_core.models.stems.init_conv_bn_kaiming)
+    "kaiming": {"stem_init": "kaiming"},
+    "kaiming-bs8": {"stem_init": "kaiming", "batch_size": 8},
+    "kaiming-64x48": {"stem_init": "kaiming", "image_size": [64, 48]},  # ~4x the samples/s, 16 tokens
+    "64x48": {"image_size": [64, 48]},
+    "noaug": {"augment": False},  # the current recipe with the augmentation off (DEVELOPERS.md: rule the data out)
     "bs8+feature-hint": {"batch_size": 8, "teacher_targets": "pp-tinypose-128x96", "teacher_target_weight": 0.0,
                          "teacher_feature_weight": 0.1},
 }

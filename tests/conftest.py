@@ -19,6 +19,25 @@ from sdpose_core.paths import data_root, reference_root
 os.environ.setdefault("SDPOSE_BACKEND", "torch")
 
 
+def _share_cores_between_xdist_workers() -> None:
+    """Under `pytest -n N` each worker (and every process it starts: the CLI, torchrun ranks) gets its share of
+    the cores, so N torch thread teams do not fight over them (two teams of two on a 2-core CPU run ~2x slower
+    than two of one)."""
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    if workers < 2:
+        return
+    threads = str(max(1, (os.cpu_count() or 1) // workers))
+    for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ[name] = threads
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # an idle OpenMP thread sleeps instead of spinning
+    import torch
+
+    torch.set_num_threads(int(threads))
+
+
+_share_cores_between_xdist_workers()
+
+
 @pytest.fixture(scope="session", autouse=True)
 def isolated_sdpose_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """The auto backend caches exported graphs under SDPOSE_CACHE_DIR: tests use a temporary folder, never

@@ -69,6 +69,8 @@ def add_train_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--heatmap-distill-weight", type=float, help="weight of heatmap MSE to the next cycle")
     add_target_options(p)
     p.add_argument("--init-weights", help="start from these weights (our folder, official .pth, hf://...)")
+    p.add_argument("--stem-init", choices=("official", "kaiming"),
+                   help="stem conv init: official N(0, 0.001) (default) or kaiming (He, fan_out)")
     p.add_argument("--no-augment", dest="augment", action="store_false", help="no training augmentation")
     p.add_argument("--freeze-bn", action="store_true", help="keep BatchNorm in eval mode (small batches)")
     p.add_argument("--sync-bn", action="store_true", help="SyncBatchNorm under DDP on CUDA")

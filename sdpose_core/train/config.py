@@ -53,6 +53,7 @@ class TrainConfig:
     keypoint_token_weight: float = 5e-6
     visual_token_weight: float = 5e-6
     init_weights: str | None = None
+    stem_init: str = "official"  # "official": convs N(0, 0.001); "kaiming": He init (models.stems.STEM_INITS)
     augment: bool = True
     freeze_bn: bool = False  # BN in eval mode (running statistics, no updates): small batches / DDP tests
     sync_bn: bool = False  # SyncBatchNorm under DDP on CUDA
@@ -114,6 +115,10 @@ class TrainConfig:
         if self.train_repeat < 1:
             raise ConfigError(f"train_repeat must be >= 1, got {self.train_repeat}")
         check_best_metric(self.best_metric)
+        from sdpose_core.models.stems import STEM_INITS
+
+        if self.stem_init not in STEM_INITS:
+            raise ConfigError(f"stem_init must be one of {', '.join(STEM_INITS)}, got {self.stem_init!r}")
         if not 0 <= self.single_cycle_fraction < 1:
             raise ConfigError(f"single_cycle_fraction must lie in [0, 1), got {self.single_cycle_fraction}")
         if self.keep_last_epochs < 0:

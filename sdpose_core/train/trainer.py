@@ -29,6 +29,7 @@ from sdpose_core.data.mixed import build_mixed_dataset
 from sdpose_core.errors import ConfigError
 from sdpose_core.losses import SDPoseLoss, make_heatmap_loss
 from sdpose_core.models import build_model
+from sdpose_core.models.stems import STEM_INITS
 from sdpose_core.train.config import TrainConfig
 from sdpose_core.train.distributed import (
     DistContext,
@@ -108,6 +109,8 @@ class Trainer:
         self.batch_targets = BatchTargets.from_config(config, **sizes)  # None: the dataset's official targets
         model = build_model(config.model, num_keypoints=self.layout.num_keypoints, **self.model_overrides)
         self.model_config = model.config
+        if config.stem_init != "official":  # before --init-weights / last.pt, which overwrite it
+            STEM_INITS[config.stem_init](model.stem)
         if config.init_weights and self.resume_state is None:
             load_init_weights(model, config.init_weights)
         model.to(self.device)

@@ -257,6 +257,7 @@ def test_cpu_speedups_keep_outputs(tiny_model):
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group("quick_benchmark")  # one worker runs the shared benchmark once
 def test_benchmark_quick_returns_every_section(quick_benchmark):  # the run is shared with test_tinypose.py
     from sdpose_core.benchmark.speed import BACKENDS
 

@@ -10,6 +10,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+import torch
 
 from sdpose_core.errors import ConfigError, DataError
 from sdpose_core.inference import tinypose
@@ -57,6 +58,7 @@ def test_reproduces_the_ap_its_readme_measured(tinypose_folder: Path, shared_dat
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group("quick_benchmark")  # one worker runs the shared benchmark once
 def test_benchmark_compares_the_single_pass_with_tinypose(tinypose_folder: Path, quick_benchmark) -> None:
     from sdpose_core.benchmark.report import format_report
 
@@ -106,8 +108,8 @@ def test_teacher_scores_0_511_on_lsp_extended_val(tinypose_folder: Path, shared_
         pytest.skip(tinypose.available((256, 192), tinypose_folder))
     val = tmp_path / "lsp_val_coco17.json"
     val.write_text(json.dumps(lsp_coco17(load_lsp(lsp_dir / "crowdpose.json"), "val")))
-    # two ncnn threads: the same scores, about half the time on two cores (the suite runs one test at a time)
-    teacher = tinypose.TinyPoseTeacher((256, 192), flip=True, folder=tinypose_folder, threads=2)
+    # as many ncnn threads as torch has (tests/conftest.py: all cores, or a worker's share under pytest -n)
+    teacher = tinypose.TinyPoseTeacher((256, 192), flip=True, folder=tinypose_folder, threads=torch.get_num_threads())
     report = run_baseline_evaluation(teacher, str(val), str(lsp_dir / "images"), dataset="coco")
     assert report["num_instances"] == 1000 and report["poses_found"] == 1000
     assert report["metrics"]["pp-tinypose"]["AP"] == pytest.approx(0.511, abs=0.02)

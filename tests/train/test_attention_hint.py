@@ -100,12 +100,15 @@ def test_training_aid_options_reach_the_config(tmp_path: Path) -> None:
         "train", "--train-ann", "a.json", "--train-images", "img", "--out", str(tmp_path / "r"),
         "--attention-hint", "0.05", "--attention-hint-fraction", "0.3", "--single-cycle-fraction", "0.4",
         "--confidence-weights", "--teacher-targets", "pp-tinypose-128x96", "--teacher-features", "0.2",
+        "--stem-init", "kaiming",
     ])
     given = {k: v for k, v in vars(args).items() if k not in ("func", "command", "argv")}
     config = config_from_options(given)
     assert (config.attention_hint_weight, config.attention_hint_fraction) == (0.05, 0.3)
     assert (config.single_cycle_fraction, config.confidence_weights, config.teacher_feature_weight) == (0.4, True, 0.2)
-    assert TrainConfig(out="x", train_ann="a", train_images="i").attention_hint_weight == 0.0  # off by default
+    assert config.stem_init == "kaiming"
+    default = TrainConfig(out="x", train_ann="a", train_images="i")
+    assert (default.attention_hint_weight, default.stem_init) == (0.0, "official")  # off by default
 
 
 def test_single_cycle_phase_then_every_cycle(shared_data: Path, tmp_path: Path) -> None:

@@ -168,6 +168,29 @@ def test_init_weights_start_from_a_saved_model(shared_data: Path, tmp_path: Path
         Trainer(wrong, DistContext())
 
 
+def test_stem_init_kaiming_starts_the_stem_convs_at_he_scale(shared_data: Path, tmp_path: Path) -> None:
+    """--stem-init kaiming: each stem conv's std is sqrt(2 / fan_out) (official: 0.001); the rest is untouched."""
+    from sdpose_core.train import DistContext, Trainer
+
+    runs = {}
+    for init in ("official", "kaiming"):
+        torch.manual_seed(5)
+        runs[init] = Trainer(tiny_config(shared_data, tmp_path / init, stem_init=init), DistContext()).model
+    convs = [m for m in runs["kaiming"].stem.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert len(convs) >= 10
+    for conv in convs:
+        fan_out = conv.out_channels * conv.kernel_size[0] * conv.kernel_size[1]
+        assert conv.weight.std().item() == pytest.approx((2 / fan_out) ** 0.5, rel=0.15)
+    for conv in (m for m in runs["official"].stem.modules() if isinstance(m, torch.nn.Conv2d)):
+        assert conv.weight.std().item() == pytest.approx(0.001, rel=0.15)
+    official, kaiming = runs["official"].state_dict(), runs["kaiming"].state_dict()
+    for key in official:
+        if not key.startswith("stem."):
+            assert torch.equal(official[key], kaiming[key]), key
+    with pytest.raises(ConfigError, match="stem_init"):
+        tiny_config(shared_data, tmp_path / "bad", stem_init="xavier")
+
+
 def test_amp_on_cpu_trains(shared_data: Path, tmp_path: Path) -> None:
     # bf16 autocast where the CPU has native bf16, fp32 elsewhere (both ways: tests/test_precision.py)
     result = train(tiny_config(shared_data, tmp_path / "amp", epochs=1, max_steps=2, amp=True))
