@@ -98,9 +98,10 @@ def png_claiming_size():
 
 
 @pytest.fixture(scope="session")
-def quick_benchmark(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, Path]:
+def quick_benchmark(tmp_path_factory: pytest.TempPathFactory, shared_data: Path) -> tuple[dict, Path]:
     """One `run_benchmark(quick=True)` at 128x96 for every test that reads its result (it takes ~40 s on two
-    cores): PP-TinyPose is timed too when the ncnn package and its files are there. (result, its JSON file)."""
+    cores): PP-TinyPose is timed too when the ncnn package and its files are there. (result, its JSON file).
+    Needs the shared data: static int8 calibration reads real person crops from coco_mini_train."""
     from sdpose_core.benchmark.speed import run_benchmark
     from sdpose_core.inference import tinypose
 
