@@ -21,8 +21,9 @@ os.environ.setdefault("SDPOSE_BACKEND", "torch")
 
 def _share_cores_between_xdist_workers() -> None:
     """Under `pytest -n N` each worker (and every process it starts: the CLI, torchrun ranks) gets its share of
-    the cores, so N thread teams do not fight over them (2-core AVX2 EPYC, `-n 2`: 695 s for the suite without this, 493 s
-    with it; the two-thread ncnn LSP test alone 297 s vs 68 s)."""
+    the cores, so N thread teams do not fight over them (2-core AVX2 EPYC, `-n 2`: a first try with the thread share but
+    spinning OpenMP waits and two ncnn threads in the LSP teacher test took 695 s, that test alone 297 s; as here,
+    493 s and 68 s)."""
     workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
     if workers < 2:
         return
