@@ -70,7 +70,7 @@ CANDIDATES: dict[str, dict[str, Any]] = {
     "bs8-lr2e-3": {"batch_size": 8, "lr": 2e-3},
     "bs8-noaug": {"batch_size": 8, "augment": False},  # rules the augmentation out (DEVELOPERS.md)
     # BN makes the stem convs scale-free, so Adam's ~lr steps are huge relative to the official N(0, 0.001)
-    # weights; He init starts them ~50x larger (sdpose_core.models.stems.init_conv_bn_kaiming)
+    # weights; He init starts them ~50x larger (sdpose_core.models.stems.init_conv_bn)
     "kaiming": {"stem_init": "kaiming"},
     "kaiming-bs8": {"stem_init": "kaiming", "batch_size": 8},
     "kaiming-64x48": {"stem_init": "kaiming", "image_size": [64, 48]},  # ~4x the samples/s, 16 tokens

@@ -112,30 +112,21 @@ class StemNet(ConvStem):
         return self.layer1(self.forward_stem(images))
 
 
-def init_conv_bn(module: nn.Module, conv_std: float = 0.001) -> None:
-    """Official backbone init: every conv N(0, conv_std) (bias 0), every BN weight 1 and bias 0."""
-    for m in module.modules():
-        if isinstance(m, nn.Conv2d):
-            nn.init.normal_(m.weight, std=conv_std)
-            if m.bias is not None:
-                nn.init.zeros_(m.bias)
-        elif isinstance(m, nn.BatchNorm2d):
-            nn.init.ones_(m.weight)
-            nn.init.zeros_(m.bias)
+def init_conv_bn(module: nn.Module, conv_std: float | None = 0.001) -> None:
+    """Every conv N(0, conv_std) (bias 0), every BN weight 1 and bias 0: the official backbone init.
 
-
-def init_conv_bn_kaiming(module: nn.Module) -> None:
-    """He init (normal, fan_out, ReLU gain), BN 1/0: the torchvision ResNet init, an opt-in for short runs.
-
-    Why: every stem conv is followed by BatchNorm, so its output ignores the weights' scale, and Adam moves
-    each weight by about lr per step whatever its size. From the official N(0, 0.001) a 1e-3 step is as large
-    as the weight itself, so the stem's directions are re-drawn every step until the norms have grown; He init
-    starts the weights ~50x larger (3x3, 64 channels: std 0.059), i.e. ~50x smaller relative steps.
+    conv_std=None: He init (normal, fan_out, ReLU gain), the torchvision ResNet init, an opt-in for short runs
+    (`--stem-init kaiming`). Why: every stem conv is followed by BatchNorm, so its output ignores the weights'
+    scale, and Adam moves each weight by about lr per step whatever its size. From the official N(0, 0.001) a 1e-3
+    step is as large as the weight itself; He init starts the weights ~50x larger (3x3, 64 channels: std 0.059).
     Measured (README, 'Training on a CPU', session 7's probe): no gain in 10 minutes; kept as an option.
     """
     for m in module.modules():
         if isinstance(m, nn.Conv2d):
-            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            if conv_std is None:
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            else:
+                nn.init.normal_(m.weight, std=conv_std)
             if m.bias is not None:
                 nn.init.zeros_(m.bias)
         elif isinstance(m, nn.BatchNorm2d):
@@ -143,4 +134,4 @@ def init_conv_bn_kaiming(module: nn.Module) -> None:
             nn.init.zeros_(m.bias)
 
 
-STEM_INITS = {"official": init_conv_bn, "kaiming": init_conv_bn_kaiming}
+STEM_INITS = {"official": init_conv_bn, "kaiming": lambda module: init_conv_bn(module, conv_std=None)}
