@@ -38,6 +38,7 @@ from sdpose_core.cli.train import TrainSetOption  # noqa: E402
 from sdpose_core.errors import SDPoseError  # noqa: E402
 from sdpose_core.precision import cpu_summary  # noqa: E402
 from sdpose_core.train.config import TrainConfig  # noqa: E402
+from sdpose_core.train.metrics_log import read_metrics, validation_curve  # noqa: E402
 from sdpose_core.train.recipes import load_recipe, train_sets_from_options  # noqa: E402
 
 # the demo recipe's training settings that every candidate starts from (its data and run folder are not used)
@@ -167,32 +168,22 @@ def run_training(config_file: Path, minutes: float, log_file: Path, threads: int
             signal.signal(signal.SIGTERM, previous)
 
 
-def read_records(run_dir: Path) -> list[dict[str, Any]]:
-    path = run_dir / "metrics.jsonl"
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.is_file() else []
-
-
 def summarise(name: str, run_dir: Path, minutes: float) -> dict[str, Any]:
     """The candidate's row and curve, from its last.pt and metrics.jsonl."""
     from sdpose_core.train.state import load_train_state
 
     state = load_train_state(run_dir / "last.pt")
     cycles = int(state["model_config"]["cycles"])
-    records = read_records(run_dir)
+    records = read_metrics(run_dir)
     steps = int(state["global_step"])
     iters = [r for r in records if r["kind"] == "iter" and r["step"] <= steps]
     tail = [r["loss"] for r in iters if r["step"] > 0.9 * steps] or [r["loss"] for r in iters[-1:]]
-    curve: dict[int, dict[str, Any]] = {}
-    for r in records:
-        if r["kind"] == "val" and r.get("step") is not None and r["cycle"] in (1, cycles):
-            suffix = "c1" if r["cycle"] == 1 else "cN"
-            point = curve.setdefault(int(r["step"]), {"step": int(r["step"]), "samples": r.get("samples_seen"),
-                                                      "train_s": r.get("train_elapsed_s")})
-            point.update({f"OKS_{suffix}": r.get("OKS"), f"AP_{suffix}": r.get("AP")})
-    if cycles == 1:
-        for point in curve.values():
-            point.update(OKS_cN=point.get("OKS_c1"), AP_cN=point.get("AP_c1"))
-    points = [curve[s] for s in sorted(curve)]
+    points = []
+    for val in validation_curve(records):
+        first, last = val["cycles"].get(1, {}), val["cycles"].get(cycles, {})
+        points.append({"step": val["step"], "samples": val["samples"], "train_s": val["train_s"],
+                       "OKS_c1": first.get("OKS"), "AP_c1": first.get("AP"),
+                       "OKS_cN": last.get("OKS"), "AP_cN": last.get("AP")})
     final = points[-1] if points and points[-1]["step"] == steps else {}
     elapsed = float(state.get("time_budget", {}).get("elapsed_s", 0.0))
     samples = int(state.get("samples_seen", 0))

@@ -95,3 +95,28 @@ def get_layout(name_or_count: str | int) -> KeypointLayout:
     if key not in LAYOUTS:
         raise ValueError(f"unknown dataset {name_or_count!r}; choose one of {sorted(LAYOUTS)}")
     return LAYOUTS[key]
+
+
+TORSO_ORIENTATIONS = ("upright", "sideways", "upside down", "unknown")
+
+
+def torso_orientation(keypoints: np.ndarray, layout: KeypointLayout) -> str:
+    """How a person's torso points in the image, from its labelled shoulders and hips (either side of each):
+    'upright' when the shoulders lie above the hips by more than they lie beside them, 'upside down' when
+    below, else 'sideways'; 'unknown' without a labelled shoulder and a labelled hip."""
+    index = {name: i for i, name in enumerate(layout.joints)}
+    points = np.asarray(keypoints, dtype=np.float64).reshape(layout.num_keypoints, -1)
+
+    def middle(left: str, right: str) -> np.ndarray | None:
+        labelled = [points[index[name], :2] for name in (left, right) if points[index[name], 2] > 0]
+        return np.mean(labelled, axis=0) if labelled else None
+
+    shoulders, hips = middle("left_shoulder", "right_shoulder"), middle("left_hip", "right_hip")
+    if shoulders is None or hips is None:
+        return "unknown"
+    beside, above = abs(shoulders[0] - hips[0]), hips[1] - shoulders[1]  # image y grows downwards
+    if above > beside:
+        return "upright"
+    if -above > beside:
+        return "upside down"
+    return "sideways"

@@ -96,3 +96,28 @@ class MetricsLogger:
         if self._tb is not None:
             self._tb.close()
             self._tb = None
+
+
+def read_metrics(run_dir: str | Path) -> list[dict[str, Any]]:
+    """Every record of a run's `metrics.jsonl` (an empty list when the run has not logged yet)."""
+    path = Path(run_dir) / "metrics.jsonl"
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def validation_curve(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One point per validation, in step order: step, samples, train_s, the lr of the last logged iteration
+    before it, and `cycles` = {cycle: that cycle's val record}. A resumed run that validated a step twice
+    keeps the later record."""
+    points: dict[int, dict[str, Any]] = {}
+    lr = None
+    for record in records:
+        if record.get("kind") == "iter":
+            lr = record.get("lr", lr)
+        elif record.get("kind") == "val" and record.get("step") is not None:
+            point = points.setdefault(int(record["step"]), {
+                "step": int(record["step"]), "samples": record.get("samples_seen"),
+                "train_s": record.get("train_elapsed_s"), "lr": lr, "cycles": {}})
+            point["cycles"][int(record["cycle"])] = record
+    return [points[step] for step in sorted(points)]

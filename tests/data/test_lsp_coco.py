@@ -4,6 +4,7 @@ the validation file, the head check on the teacher's face joints, and `sdpose ls
 from __future__ import annotations
 
 import json
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +20,7 @@ from sdpose_core.data.lsp import (
     lsp_to_coco17,
 )
 from sdpose_core.errors import ConfigError, DataError
-from sdpose_core.keypoints import COCO17
+from sdpose_core.keypoints import COCO17, TORSO_ORIENTATIONS, get_layout, torso_orientation
 
 
 @pytest.fixture(scope="module")
@@ -138,3 +139,35 @@ def test_train_split_takes_confident_face_joints_from_pp_tinypose(lsp: dict, sha
         assert (scores[ann["teacher_joints"]] >= 0.5).all() and (kps[ann["teacher_joints"], 2] == 2).all()
         assert ann["num_keypoints"] == int((kps[:, 2] > 0).sum())
     assert coco["info"]["teacher_fill"]["teacher"]["name"] == "pp-tinypose"
+
+
+def test_torso_orientation_finds_the_inverted_athletes(lsp: dict) -> None:
+    """On the 10,000 real LSP people the GT torso is upright for under half, upside down for about a fifth (the
+    data README: 'a quarter of its people upside down'); turning a person by 180 degrees inverts the class, by 90
+    makes it sideways, and a person without a labelled hip has no orientation."""
+    layout = get_layout(14)
+    people = [np.asarray(a["keypoints"], dtype=float).reshape(14, 3) for a in lsp["annotations"]]
+    counts = Counter(torso_orientation(p, layout) for p in people)
+    assert sum(counts.values()) == 10_000 and set(counts) <= set(TORSO_ORIENTATIONS)
+    assert 0.35 < counts["upright"] / 10_000 < 0.6
+    assert 0.15 < counts["upside down"] / 10_000 < 0.3
+    assert counts["unknown"] / 10_000 < 0.1
+    turned = {"upright": "upside down", "upside down": "upright", "sideways": "sideways"}
+    checked = 0
+    for person in people[:300]:
+        before = torso_orientation(person, layout)
+        if before == "unknown":
+            continue
+        labelled = person[:, 2] > 0
+        half_turn = person.copy()
+        half_turn[labelled, :2] = -person[labelled, :2]
+        quarter_turn = person.copy()
+        quarter_turn[labelled, 0], quarter_turn[labelled, 1] = -person[labelled, 1], person[labelled, 0]
+        assert torso_orientation(half_turn, layout) == turned[before]
+        if before != "sideways":
+            assert torso_orientation(quarter_turn, layout) == "sideways"
+        checked += 1
+    assert checked > 250
+    no_hips = people[0].copy()
+    no_hips[[layout.joints.index("left_hip"), layout.joints.index("right_hip")]] = 0
+    assert torso_orientation(no_hips, layout) == "unknown"

@@ -12,6 +12,8 @@ import math
 import os
 import re
 import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -20,13 +22,16 @@ import torch
 from safetensors.torch import load_file
 
 from sdpose_core.errors import ConfigError
+from sdpose_core.keypoints import TORSO_ORIENTATIONS
 from sdpose_core.train import DistContext, TrainConfig, Trainer, train
 from sdpose_core.train.epoch_summary import BestTracker
+from sdpose_core.train.metrics_log import read_metrics, validation_curve
 from sdpose_core.train.state import load_train_state, save_train_state
 from sdpose_core.train.weights_folders import save_epoch_snapshot, save_weights_folder
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
+SCRIPTS = Path(__file__).resolve().parents[2] / "scripts"
 TINY = {"patch_size": (2, 2), "dim": 24, "depth": 2, "heads": 4}  # test_train.py's tiny SDPose-T
 
 
@@ -131,6 +136,30 @@ def test_best_follows_cycle1_mean_oks_and_epoch_snapshots_rotate(shared_data: Pa
     assert [r["OKS"] for r in val if r["cycle"] == 1] == oks and all("AP50" in r for r in val)
     header = (run / "train_epochs.csv").read_text().splitlines()[0].split(",")
     assert {f"val_{m}_cycle{c}" for m in ("AP", "AP50", "OKS") for c in (1, 2)} <= set(header)
+
+    # the curve scripts/training_curve.py prints: a point per validation with each cycle's record and the lr
+    curve = validation_curve(read_metrics(run))
+    assert [p["cycles"][1]["OKS"] for p in curve] == oks and all(set(p["cycles"]) == {1, 2} for p in curve)
+    assert [p["samples"] for p in curve] == [12, 24, 36] and curve[-1]["lr"] == records(run, "iter")[-1]["lr"]
+    printed = subprocess.run([sys.executable, str(SCRIPTS / "training_curve.py"), str(run), "--fit-until-min", "1e9",
+                              "--target-oks", "0.99"], capture_output=True, text=True, check=True).stdout
+    rows = [line for line in printed.splitlines() if line.startswith("| ") and "---" not in line]
+    assert len(rows) == 4 and all(f"| {value:.3f} |" in row for value, row in zip(oks, rows[1:], strict=True))
+    assert "fits over 3 validations up to 1e+09 min" in printed and printed.count("OKS 0.99") == 2
+    # scripts/plateau_diagnosis.py on the final weights: a row per split and cycle whose error-class shares add up
+    # to 1, and every val person in one orientation row
+    coco = shared_data / "coco" / "mmpose_coco"
+    sets = [str(coco / "person_keypoints.json"), str(coco / "images")]
+    printed = subprocess.run([sys.executable, str(SCRIPTS / "plateau_diagnosis.py"), "--weights", str(run / "final"),
+                              "--val-ann", *sets[:1], "--val-images", sets[1], "--train-ann", sets[0],
+                              "--train-images", sets[1]], capture_output=True, text=True, check=True).stdout
+    split_rows = [line.split(" | ") for line in printed.splitlines() if line.startswith(("| val |", "| train |"))]
+    assert [(r[0], r[1]) for r in split_rows] == [("| val", "1"), ("| val", "2"), ("| train", "1"), ("| train", "2")]
+    assert all(abs(sum(float(v.strip(" |")) for v in r[7:12]) - 1) < 0.03 for r in split_rows)
+    table = printed.split("by the GT torso orientation")[1]
+    people = [int(line.split(" | ")[1].split()[0]) for line in table.splitlines() if line.startswith("| ") and
+              line.split(" | ")[0][2:] in TORSO_ORIENTATIONS]
+    assert sum(people) == int(split_rows[0][2])
     state = load_train_state(run / "last.pt")
     assert (state["best_metric"], state["best_epoch"], state["best_oks"]) == ("oks", best_epoch, max(oks))
 
