@@ -25,20 +25,26 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from sdpose_core.analysis.sample_sets import SampleSet, load_sample_set  # noqa: E402
-from sdpose_core.analysis.set_analysis import SetAnalysis, analyse_set  # noqa: E402
+from sdpose_core.analysis.set_analysis import PersonRecord, SetAnalysis, analyse_set  # noqa: E402
 from sdpose_core.analysis.set_predictions import predict_set  # noqa: E402
 from sdpose_core.analysis.taxonomy import ERROR_CLASSES  # noqa: E402
 from sdpose_core.inference.predictor import Predictor  # noqa: E402
 from sdpose_core.keypoints import TORSO_ORIENTATIONS, torso_orientation  # noqa: E402
 
 
-def summary_rows(analysis: SetAnalysis, sample_set: SampleSet, split: str) -> list[str]:
+def oks_and_class_shares(people: list[PersonRecord]) -> tuple[np.ndarray, str]:
+    """(each person's OKS, the share of their classified joints in each error class as table cells)."""
+    oks = np.asarray([p.oks for p in people])
+    classes = np.concatenate([p.classes[p.classes >= 0] for p in people])
+    shares = " | ".join(f"{np.mean(classes == i) if len(classes) else 0.0:.2f}" for i in range(len(ERROR_CLASSES)))
+    return oks, shares
+
+
+def summary_rows(analysis: SetAnalysis, split: str) -> list[str]:
     rows = []
     for cycle in sorted(analysis.people):
         people = analysis.people[cycle]
-        oks = np.asarray([p.oks for p in people])
-        classes = np.concatenate([p.classes[p.classes >= 0] for p in people])
-        shares = " | ".join(f"{np.mean(classes == i):.2f}" for i in range(len(ERROR_CLASSES)))
+        oks, shares = oks_and_class_shares(people)
         rows.append(f"| {split} | {cycle} | {len(people)} | {oks.mean():.3f} | {np.mean(oks >= 0.5):.3f} | "
                     f"{np.mean(oks >= 0.75):.3f} | {analysis.set_ap[cycle]:.3f} | {shares} |")
     return rows
@@ -68,9 +74,7 @@ def orientation_rows(analysis: SetAnalysis, sample_set: SampleSet, cycle: int) -
     for name, people in groups.items():
         if not people:
             continue
-        oks = np.asarray([p.oks for p in people])
-        classes = np.concatenate([p.classes[p.classes >= 0] for p in people])
-        shares = " | ".join(f"{np.mean(classes == i):.2f}" for i in range(len(ERROR_CLASSES)))
+        oks, shares = oks_and_class_shares(people)
         rows.append(f"| {name} | {len(people)} ({len(people) / total:.0%}) | {oks.mean():.3f} | "
                     f"{np.mean(oks >= 0.5):.3f} | {shares} |")
     return rows
@@ -99,7 +103,7 @@ def main() -> None:
         sample_set = load_sample_set(ann, images).sample(args.people)
         analysis = analyse_set(sample_set, predict_set(sample_set, predictor, cycles=args.cycles))
         analyses[split] = (analysis, sample_set)
-        for row in summary_rows(analysis, sample_set, split):
+        for row in summary_rows(analysis, split):
             print(row)
     analysis, sample_set = analyses["val"]
     for cycle in sorted({1, max(analysis.people)}):
