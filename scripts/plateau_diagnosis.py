@@ -28,6 +28,7 @@ from sdpose_core.analysis.sample_sets import SampleSet, load_sample_set  # noqa:
 from sdpose_core.analysis.set_analysis import PersonRecord, SetAnalysis, analyse_set  # noqa: E402
 from sdpose_core.analysis.set_predictions import predict_set  # noqa: E402
 from sdpose_core.analysis.taxonomy import ERROR_CLASSES  # noqa: E402
+from sdpose_core.errors import SDPoseError  # noqa: E402
 from sdpose_core.inference.predictor import Predictor  # noqa: E402
 from sdpose_core.keypoints import TORSO_ORIENTATIONS, torso_orientation  # noqa: E402
 
@@ -119,4 +120,7 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except SDPoseError as error:  # a missing file or weights: say which, not a traceback
+        sys.exit(f"error: {error}")
