@@ -46,6 +46,8 @@ RECIPE_KEYS = ("model", "image_size", "cycles", "batch_size", "lr", "warmup_iter
                "workers")
 CANDIDATES: dict[str, dict[str, Any]] = {
     "current": {},
+    # the same settings once more, later: how far the table's rows move from run to run (machine speed, timing)
+    "current-again": {},
     "warmup500": {"warmup_iters": 500},
     "lr2e-3": {"lr": 2e-3},
     "bs16": {"batch_size": 16},
@@ -63,6 +65,8 @@ CANDIDATES: dict[str, dict[str, Any]] = {
     "feature-hint": {"teacher_targets": "pp-tinypose-128x96", "teacher_target_weight": 0.0,
                      "teacher_feature_weight": 0.1},
     "hint+single": {"attention_hint_weight": 0.01, "attention_hint_fraction": 0.5, "single_cycle_fraction": 0.5},
+    # the lr drop is the largest single gain of every long run so far: take it at half-time instead of 3/4
+    "lr-drop-0.5": {"lr_step_fractions": [0.5]},
     # samples/s hardly depends on the batch on a 2-core CPU (8: 8.5, 32: 8.9 with 3 cycles), so a smaller batch
     # buys 4x the optimiser steps for the same samples
     "bs8": {"batch_size": 8},
