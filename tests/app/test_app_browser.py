@@ -254,9 +254,20 @@ def test_a_failed_compare_clears_the_previous_results(page, shared_data: Path, t
     assert "total" in page.locator("#compare-timing").inner_text()
     assert "Weights:" in page.locator("#compare-notes").inner_text()
     page.locator("#compare-input input[type=file]").set_input_files(str(corrupt))
-    page.wait_for_timeout(1000)
-    page.locator("#compare-run").click()
-    page.locator(".toast-body", has_text="corrupt.jpg").first.wait_for(timeout=60_000)
+    # the upload of the new file may still be under way on a loaded machine (then a click compares the old image
+    # again, without a toast): click until the error for corrupt.jpg shows, at most 4 times
+    from playwright.sync_api import TimeoutError as PlaywrightTimeoutError
+
+    toast = page.locator(".toast-body", has_text="corrupt.jpg").first
+    for _attempt in range(4):
+        page.wait_for_timeout(1000)
+        page.locator("#compare-run").click()
+        try:
+            toast.wait_for(timeout=20_000)
+            break
+        except PlaywrightTimeoutError:
+            continue
+    toast.wait_for(timeout=1_000)
     page.wait_for_function("() => !document.querySelector('#compare-timing').innerText.includes('total')"
                            " && !document.querySelector('#compare-notes').innerText.includes('Weights:')"
                            " && !document.querySelector('#compare-single img')", timeout=30_000)
