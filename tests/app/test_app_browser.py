@@ -267,7 +267,8 @@ def test_a_failed_compare_clears_the_previous_results(page, shared_data: Path, t
             break
         except PlaywrightTimeoutError:
             continue
-    toast.wait_for(timeout=1_000)
+    else:
+        raise AssertionError("no error toast naming corrupt.jpg after 4 clicks of Compare")
     page.wait_for_function("() => !document.querySelector('#compare-timing').innerText.includes('total')"
                            " && !document.querySelector('#compare-notes').innerText.includes('Weights:')"
                            " && !document.querySelector('#compare-single img')", timeout=30_000)
